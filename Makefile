@@ -1,0 +1,41 @@
+# Single entry point for users and CI. Every target installs what it needs.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+# CPU machines get the local CPU torch wheel; a GPU machine may set TORCH_SPEC="torch".
+TORCH_SPEC ?= torch==2.13.0
+BUDGET ?= 50
+PYTEST_ARGS ?=
+
+.PHONY: install test test-fast search assets lint clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+
+# Stamp file makes `make install` idempotent and cheap when nothing changed.
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet "$(TORCH_SPEC)"
+	$(BIN)/pip install --quiet -e ".[test]" "$(TORCH_SPEC)"
+	touch $@
+
+install: $(VENV)/.installed
+
+test: install
+	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(BIN)/pytest $(PYTEST_ARGS)
+
+test-fast: install
+	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(BIN)/pytest -m "not slow" $(PYTEST_ARGS)
+
+lint: install
+	$(BIN)/ruff check harness tests
+	$(BIN)/ruff format --check harness tests
+
+assets: install
+	$(BIN)/harness assets
+
+search: assets
+	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(BIN)/harness search --budget $(BUDGET)
+
+clean:
+	rm -rf $(VENV) .pytest_cache

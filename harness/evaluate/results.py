@@ -1,0 +1,39 @@
+"""What an evaluation returns: the contract between Evaluate and Record."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class Score:
+    """One metric of one lm-eval task (subtasks included) or one suite aggregate.
+
+    ``value`` is ``None`` when there was no data: it is never reported as 0.
+    """
+
+    task: str
+    metric: str
+    value: float | None
+    stderr: float | None = None
+    n_samples: int | None = None
+    num_fewshot: int | None = None
+    # Where the documents came from, and how that differs from the official setting,
+    # e.g. "demo:ai2_arc/ARC-Challenge/validation (official: test)", "hub:allenai/ai2_arc",
+    # "no data: TruthfulQA is not available offline; pass --data-dir".
+    data_source: str = ""
+    suite: str | None = None
+    aggregate: bool = False
+
+
+@dataclass
+class EvalResult:
+    """All scores of one model, plus what is needed to reproduce them."""
+
+    scores: list[Score] = field(default_factory=list)
+    # Headline numbers keyed by suite aggregate name ("h4", "mmlu", "mmlu_macro", "kmmlu",
+    # "arc_challenge", ...). None = no data.
+    summary: dict[str, float | None] = field(default_factory=dict)
+    task_versions: dict[str, str] = field(default_factory=dict)
+    limit: int | None = None
+    seconds: float = 0.0
