@@ -1,0 +1,134 @@
+"""Build stage: a resolved recipe in, a loaded model (and optionally a folder) out."""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from harness.build.merge import DonorPool, merge_in_memory, merge_to_disk, model_from_tensors
+from harness.errors import HarnessError
+from harness.recipe import Recipe, ResolvedRecipe
+
+Route = Literal["auto", "memory", "disk"]
+
+
+@dataclass
+class BuiltModel:
+    model: Any  # transformers.PreTrainedModel
+    tokenizer: Any
+    recipe: Recipe
+    route: str  # "memory" or "disk"
+    seconds: float
+    path: Path | None = None
+
+    @property
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.model.parameters())
+
+    @property
+    def dtype(self) -> str:
+        return str(next(self.model.parameters()).dtype).removeprefix("torch.")
+
+    def save(self, out_dir: Path) -> Path:
+        """Write a loadable checkpoint plus the recipe that reproduces it."""
+        self.model.save_pretrained(out_dir)
+        self.tokenizer.save_pretrained(out_dir)
+        (out_dir / "recipe.yaml").write_text(self.recipe.to_yaml(), encoding="utf-8")
+        self.path = out_dir
+        return out_dir
+
+
+def choose_route(resolved: ResolvedRecipe, route: Route = "auto") -> str:
+    """In memory unless the config asks for tokenizer surgery (mergekit does that on disk)."""
+    cfg = resolved.merge_config
+    needs_disk = cfg.tokenizer_source is not None or cfg.tokenizer is not None
+    if route == "memory" and needs_disk:
+        raise HarnessError(
+            "this recipe sets tokenizer_source/tokenizer, which mergekit only merges on disk",
+            "use the disk route (--route disk)",
+        )
+    if route == "auto":
+        return "disk" if needs_disk else "memory"
+    return route
+
+
+def prepare_out_dir(out_dir: Path, overwrite: bool = False) -> None:
+    """Refuse a non-empty or unwritable destination before any heavy work."""
+    if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())) and not overwrite:
+        raise HarnessError(
+            f"output folder {out_dir} exists and is not empty", "pass --overwrite or another --out"
+        )
+    probe = (
+        out_dir if out_dir.exists() else next((p for p in out_dir.parents if p.exists()), Path("/"))
+    )
+    import os
+
+    if not os.access(probe, os.W_OK):
+        raise HarnessError(
+            f"cannot write to {out_dir} ({probe} is not writable)", "choose a writable --out"
+        )
+
+
+def build_model(
+    resolved: ResolvedRecipe,
+    *,
+    pool: DonorPool | None = None,
+    out_dir: Path | None = None,
+    route: Route = "auto",
+    device: str | None = None,
+) -> BuiltModel:
+    """Merge (and, from the alignment issue on, align) one recipe into a loaded model."""
+    start = time.perf_counter()
+    chosen = choose_route(resolved, route)
+    if chosen == "memory":
+        built = _build_in_memory(resolved, pool or DonorPool(), device)
+    else:
+        built = _build_on_disk(resolved, out_dir, device)
+    built.seconds = time.perf_counter() - start
+    if out_dir is not None and built.path != out_dir:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        built.save(out_dir)
+    return built
+
+
+def _build_in_memory(resolved: ResolvedRecipe, pool: DonorPool, device: str | None) -> BuiltModel:
+    from mergekit.merge import _set_chat_template
+    from transformers import AutoTokenizer
+
+    cfg = resolved.merge_config
+    tensors, out_config = merge_in_memory(cfg, pool, seed=resolved.recipe.seed, device=device)
+    model = model_from_tensors(tensors, out_config)
+    # mergekit's copy_tokenizer rule: the base model's tokenizer, else the first model's.
+    source = cfg.base_model or cfg.referenced_models()[0]
+    tokenizer = AutoTokenizer.from_pretrained(source.model.path, revision=source.model.revision)
+    _set_chat_template(tokenizer, cfg)
+    return BuiltModel(
+        model=model, tokenizer=tokenizer, recipe=resolved.recipe, route="memory", seconds=0.0
+    )
+
+
+def _build_on_disk(
+    resolved: ResolvedRecipe, out_dir: Path | None, device: str | None
+) -> BuiltModel:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    target = out_dir or Path(tempfile.mkdtemp(prefix="harness-merge-"))
+    try:
+        merge_to_disk(resolved.merge_config, target, seed=resolved.recipe.seed, device=device)
+        model = AutoModelForCausalLM.from_pretrained(target, dtype="auto")
+        model.eval()
+        tokenizer = AutoTokenizer.from_pretrained(target)
+    finally:
+        if out_dir is None:
+            shutil.rmtree(target, ignore_errors=True)
+    built = BuiltModel(
+        model=model, tokenizer=tokenizer, recipe=resolved.recipe, route="disk", seconds=0.0
+    )
+    if out_dir is not None:
+        (out_dir / "recipe.yaml").write_text(resolved.recipe.to_yaml(), encoding="utf-8")
+        built.path = out_dir
+    return built

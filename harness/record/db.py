@@ -1,0 +1,300 @@
+"""The leaderboard database (DuckDB).
+
+Tables:
+- ``trials``: one row per evaluated model or search trial (recipe, status, timings,
+  versions).
+- ``scores(trial_id, task, metric, value, stderr, n_samples, num_fewshot, data_source)``:
+  one row per lm-eval task (subtasks included) and metric, plus suite aggregates.
+- ``suite_scores(trial_id, name, value)``: headline numbers (h4, mmlu, mmlu_macro, kmmlu,
+  arc_challenge, ...); NULL means "no data", never 0.
+- ``trial_params(trial_id, name, value, value_text)``: sampled search parameters.
+
+DuckDB allows one read-write process per file, so every write opens, writes one
+transaction and closes: a reader (``harness leaderboard``) can look in between, and a
+crash mid-write rolls back instead of leaving half a row.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import uuid
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import duckdb
+
+from harness.errors import HarnessError
+from harness.evaluate.results import EvalResult
+from harness.record.versions import harness_commit, library_versions
+
+SCHEMA_VERSION = 1
+
+# Headline columns in leaderboard order; "average" is the mean of the benchmark ones present.
+SUITE_COLUMNS = (
+    "h4",
+    "h4_partial",
+    "mmlu",
+    "mmlu_macro",
+    "kmmlu",
+    "arc_challenge",
+    "hellaswag",
+    "truthfulqa_mc2",
+)
+AVERAGED = ("arc_challenge", "hellaswag", "mmlu", "truthfulqa_mc2", "kmmlu")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key VARCHAR PRIMARY KEY, value VARCHAR);
+CREATE TABLE IF NOT EXISTS trials (
+    id VARCHAR PRIMARY KEY,
+    name VARCHAR NOT NULL,
+    created_at TIMESTAMP NOT NULL,
+    source VARCHAR NOT NULL,          -- eval | build | search
+    status VARCHAR NOT NULL,          -- ok | failed | interrupted
+    error VARCHAR,
+    model_ref VARCHAR,                -- what was evaluated when there is no recipe
+    recipe_yaml VARCHAR,
+    recipe_hash VARCHAR,
+    merge_method VARCHAR,
+    align_method VARCHAR,
+    study VARCHAR,
+    trial_number INTEGER,
+    objective DOUBLE,
+    reused_from VARCHAR,              -- scores copied from this trial (same recipe hash)
+    build_seconds DOUBLE,
+    eval_seconds DOUBLE,
+    num_parameters BIGINT,
+    dtype VARCHAR,
+    suites VARCHAR,
+    eval_limit INTEGER,
+    versions VARCHAR,                 -- JSON
+    task_versions VARCHAR,            -- JSON
+    harness_commit VARCHAR
+);
+CREATE TABLE IF NOT EXISTS scores (
+    trial_id VARCHAR NOT NULL, task VARCHAR NOT NULL, metric VARCHAR NOT NULL,
+    value DOUBLE, stderr DOUBLE, n_samples INTEGER, num_fewshot INTEGER,
+    data_source VARCHAR, suite VARCHAR, aggregate BOOLEAN
+);
+CREATE TABLE IF NOT EXISTS suite_scores (trial_id VARCHAR NOT NULL, name VARCHAR NOT NULL, value DOUBLE);
+CREATE TABLE IF NOT EXISTS trial_params (
+    trial_id VARCHAR NOT NULL, name VARCHAR NOT NULL, value DOUBLE, value_text VARCHAR
+);
+"""
+
+
+@dataclass
+class TrialRecord:
+    """Everything about one evaluated model except its scores."""
+
+    name: str
+    source: str
+    status: str = "ok"
+    error: str | None = None
+    id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
+    model_ref: str | None = None
+    recipe_yaml: str | None = None
+    recipe_hash: str | None = None
+    merge_method: str | None = None
+    align_method: str | None = None
+    study: str | None = None
+    trial_number: int | None = None
+    objective: float | None = None
+    reused_from: str | None = None
+    build_seconds: float | None = None
+    eval_seconds: float | None = None
+    num_parameters: int | None = None
+    dtype: str | None = None
+    suites: str | None = None
+    eval_limit: int | None = None
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+def _clean(value: float | None) -> float | None:
+    return None if value is None or (isinstance(value, float) and math.isnan(value)) else value
+
+
+class Leaderboard:
+    """Handle on one DuckDB leaderboard file; every method opens and closes its connection."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+
+    # -- connection ---------------------------------------------------------------
+
+    def check_writable(self) -> None:
+        """Fail with one line (before any heavy work) if the file cannot be created or written."""
+        parent = self.path.parent
+        try:
+            parent.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise HarnessError(
+                f"cannot create {parent} for the leaderboard ({err.strerror})",
+                "pass a writable --db",
+            ) from None
+        if self.path.is_dir():
+            raise HarnessError(
+                f"--db {self.path} is a directory", "pass a file path ending in .duckdb"
+            )
+        with self.connect():
+            pass
+
+    @contextlib.contextmanager
+    def connect(self, read_only: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
+        if read_only and not self.path.exists():
+            raise HarnessError(
+                f"no leaderboard database at {self.path}",
+                "run `harness eval` or `harness search` first, or pass --db",
+            )
+        try:
+            con = duckdb.connect(str(self.path), read_only=read_only)
+        except duckdb.IOException as err:
+            raise HarnessError(
+                f"cannot open {self.path}: {str(err).splitlines()[0]}",
+                "check the path and that no other process is writing it",
+            ) from None
+        try:
+            if not read_only:
+                con.execute(_SCHEMA)
+                con.execute(
+                    "INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)",
+                    [str(SCHEMA_VERSION)],
+                )
+            yield con
+        finally:
+            con.close()
+
+    # -- writes ---------------------------------------------------------------------
+
+    def record(self, trial: TrialRecord, result: EvalResult | None = None) -> str:
+        """Insert (or replace) one trial and its scores in a single transaction."""
+        if result is not None:
+            trial.eval_seconds = (
+                trial.eval_seconds if trial.eval_seconds is not None else result.seconds
+            )
+            trial.eval_limit = trial.eval_limit if trial.eval_limit is not None else result.limit
+        row = asdict(trial)
+        params = row.pop("params")
+        row["created_at"] = datetime.now(UTC).replace(tzinfo=None)
+        row["versions"] = json.dumps(library_versions())
+        row["task_versions"] = json.dumps(result.task_versions if result else {})
+        row["harness_commit"] = harness_commit()
+        with self.connect() as con:
+            con.execute("BEGIN TRANSACTION")
+            try:
+                for table in ("trials", "scores", "suite_scores", "trial_params"):
+                    key = "id" if table == "trials" else "trial_id"
+                    con.execute(f"DELETE FROM {table} WHERE {key} = ?", [trial.id])
+                cols = ", ".join(row)
+                con.execute(
+                    f"INSERT INTO trials ({cols}) VALUES ({', '.join('?' * len(row))})",
+                    list(row.values()),
+                )
+                if result is not None:
+                    con.executemany(
+                        "INSERT INTO scores VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                        [
+                            [
+                                trial.id,
+                                s.task,
+                                s.metric,
+                                _clean(s.value),
+                                _clean(s.stderr),
+                                s.n_samples,
+                                s.num_fewshot,
+                                s.data_source,
+                                s.suite,
+                                s.aggregate,
+                            ]
+                            for s in result.scores
+                        ],
+                    )
+                    con.executemany(
+                        "INSERT INTO suite_scores VALUES (?, ?, ?)",
+                        [[trial.id, k, _clean(v)] for k, v in result.summary.items()],
+                    )
+                if params:
+                    con.executemany(
+                        "INSERT INTO trial_params VALUES (?, ?, ?, ?)",
+                        [
+                            [
+                                trial.id,
+                                k,
+                                float(v)
+                                if isinstance(v, int | float) and not isinstance(v, bool)
+                                else None,
+                                None
+                                if isinstance(v, int | float) and not isinstance(v, bool)
+                                else json.dumps(v),
+                            ]
+                            for k, v in params.items()
+                        ],
+                    )
+                con.execute("COMMIT")
+            except BaseException:
+                con.execute("ROLLBACK")
+                raise
+        return trial.id
+
+    # -- reads ------------------------------------------------------------------------
+
+    def ranking(self, top: int | None = None, sort: str = "average") -> list[dict[str, Any]]:
+        """Trials with one column per headline score, best first (failed trials last)."""
+        if not self.path.exists():
+            return []
+        pivot = ", ".join(
+            f"max(CASE WHEN s.name = '{c}' THEN s.value END) AS {c}" for c in SUITE_COLUMNS
+        )
+        with self.connect(read_only=True) as con:
+            rows = con.execute(f"""
+                SELECT t.id, t.name, t.status, t.error, t.source, t.study, t.trial_number,
+                       t.merge_method, t.align_method, t.objective, t.reused_from,
+                       t.num_parameters, t.eval_limit, t.created_at, {pivot}
+                FROM trials t LEFT JOIN suite_scores s ON s.trial_id = t.id
+                GROUP BY ALL
+            """).fetchall()
+            columns = [d[0] for d in con.description]
+        records = [dict(zip(columns, r, strict=True)) for r in rows]
+        for rec in records:
+            present = [rec[c] for c in AVERAGED if rec.get(c) is not None]
+            rec["average"] = sum(present) / len(present) if present else None
+            rec["created_at"] = rec["created_at"].isoformat(timespec="seconds")
+        if records and sort not in records[0]:
+            raise HarnessError(f"cannot sort by {sort!r}", f"use one of: {', '.join(records[0])}")
+
+        def key(rec: dict[str, Any]) -> tuple:
+            value = rec.get(sort)
+            return (
+                rec["status"] != "ok",
+                value is None,
+                -(value or 0) if isinstance(value, int | float) else 0,
+            )
+
+        records.sort(key=key)
+        return records[:top] if top else records
+
+    def scores(self, trial_id: str) -> list[dict[str, Any]]:
+        with self.connect(read_only=True) as con:
+            cur = con.execute(
+                "SELECT * FROM scores WHERE trial_id = ? ORDER BY aggregate DESC, task, metric",
+                [trial_id],
+            )
+            cols = [d[0] for d in cur.description]
+            return [dict(zip(cols, r, strict=True)) for r in cur.fetchall()]
+
+    def find_scored(self, recipe_hash: str, suites: str, limit: int | None) -> str | None:
+        """Id of an ok trial with this recipe already scored on the same suites and limit."""
+        if not self.path.exists():
+            return None
+        with self.connect(read_only=True) as con:
+            row = con.execute(
+                """SELECT id FROM trials WHERE recipe_hash = ? AND suites = ? AND status = 'ok'
+                   AND eval_limit IS NOT DISTINCT FROM ? AND reused_from IS NULL
+                   ORDER BY created_at LIMIT 1""",
+                [recipe_hash, suites, limit],
+            ).fetchone()
+        return row[0] if row else None
