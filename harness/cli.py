@@ -1,0 +1,315 @@
+"""The `harness` command line: a thin layer over the library stages.
+
+Bad input raises :class:`~harness.errors.HarnessError`, printed here as one line on
+stderr with exit code 2; nothing has been written at that point.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from harness.errors import HarnessError
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    help="Evaluation-driven leaderboard harness for model merging and DPO.",
+)
+console = Console(stderr=True)
+DEFAULT_DB = Path("results/leaderboard.duckdb")
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+DbOption = Annotated[Path, typer.Option("--db", help="DuckDB leaderboard file.")]
+
+
+def user_errors(func: F) -> F:
+    """Turn HarnessError into one stderr line and exit code 2."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except HarnessError as err:
+            print(f"harness: error: {err}", file=sys.stderr)
+            raise typer.Exit(code=HarnessError.exit_code) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _positive(name: str, value: int | None) -> None:
+    if value is not None and value <= 0:
+        raise HarnessError(f"{name} must be a positive integer, got {value}", f"pass {name} >= 1")
+
+
+@app.command()
+@user_errors
+def assets() -> None:
+    """Fetch and prepare the offline demo assets (model + benchmark data)."""
+    from harness.assets import prepare_assets
+
+    info = prepare_assets(console=console)
+    print(info.describe())
+
+
+@app.command()
+@user_errors
+def build(
+    recipe: Annotated[
+        Path, typer.Argument(help="Recipe YAML (a mergekit config, + optional align).")
+    ],
+    out: Annotated[Path, typer.Option("--out", help="Folder to write the model to.")],
+    route: Annotated[str, typer.Option(help="auto | memory | disk (mergekit run_merge).")] = "auto",
+    overwrite: Annotated[bool, typer.Option(help="Allow a non-empty --out.")] = False,
+    suite: Annotated[str | None, typer.Option(help="Also score the model on these suites.")] = None,
+    limit: Annotated[int | None, typer.Option(help="Questions per task when scoring.")] = None,
+    db: DbOption = DEFAULT_DB,
+) -> None:
+    """Build one model from a recipe and save it (optionally score and record it)."""
+    from harness.build import build_model, choose_route, prepare_out_dir
+    from harness.recipe import load_recipe, resolve_recipe
+
+    if route not in ("auto", "memory", "disk"):
+        raise HarnessError(f"unknown route {route!r}", "use auto, memory or disk")
+    _positive("--limit", limit)
+    resolved = resolve_recipe(load_recipe(recipe), where=str(recipe))
+    choose_route(resolved, route)  # type: ignore[arg-type]
+    prepare_out_dir(out, overwrite)
+    suites = _parse_suites(suite) if suite else None
+    if suites:
+        _leaderboard(db).check_writable()
+    with console.status(f"building {resolved.recipe.display_name()}"):
+        built = build_model(resolved, out_dir=out, route=route)  # type: ignore[arg-type]
+    console.print(
+        f"built [bold]{built.recipe.display_name()}[/] ({built.num_parameters / 1e6:.1f}M params, "
+        f"{built.model.config.num_hidden_layers} layers, {built.route}) in {built.seconds:.1f}s -> {out}"
+    )
+    if suites:
+        from harness.record import TrialRecord
+
+        trial = TrialRecord(
+            name=built.recipe.display_name(),
+            source="build",
+            recipe_yaml=built.recipe.to_yaml(),
+            recipe_hash=built.recipe.content_hash(),
+            merge_method=resolved.merge_config.merge_method,
+            build_seconds=built.seconds,
+            num_parameters=built.num_parameters,
+            dtype=built.dtype,
+            model_ref=str(out),
+        )
+        _score_and_record(built.model, built.tokenizer, trial, suites, limit, db)
+
+
+@app.command("eval")
+@user_errors
+def eval_(
+    model: Annotated[str, typer.Argument(help="demo:<name>, a local path or a hub id.")],
+    suite: Annotated[
+        str, typer.Option(help="Comma-separated suites (h4, mmlu, kmmlu) or lm-eval tasks.")
+    ] = "h4",
+    limit: Annotated[int | None, typer.Option(help="Questions per task (quick runs).")] = None,
+    profile: Annotated[
+        str | None, typer.Option(help="cpu-quick: a small per-task limit for 2-core CPUs.")
+    ] = None,
+    data_dir: Annotated[
+        Path | None,
+        typer.Option(help="Your benchmark data (else $HARNESS_DATA_DIR, demo assets, hub)."),
+    ] = None,
+    batch_size: Annotated[int, typer.Option(help="lm-eval batch size.")] = 8,
+    device: Annotated[
+        str | None, typer.Option(help="cpu, cuda, cuda:1 ... (default: cuda if available).")
+    ] = None,
+    dtype: Annotated[str, typer.Option(help="auto | float32 | bfloat16 | float16.")] = "auto",
+    name: Annotated[
+        str | None, typer.Option(help="Leaderboard name (default: the model reference).")
+    ] = None,
+    db: DbOption = DEFAULT_DB,
+) -> None:
+    """Score one model with lm-eval and record it on the leaderboard."""
+    from harness.build.loading import load_pretrained
+    from harness.record import TrialRecord
+
+    _positive("--limit", limit)
+    _positive("--batch-size", batch_size)
+    if profile is not None:
+        limit, batch_size = _apply_profile(profile, limit, batch_size)
+    if data_dir is not None and not data_dir.is_dir():
+        raise HarnessError(
+            f"--data-dir {data_dir} is not a folder", "pass the folder holding your datasets"
+        )
+    suites = _parse_suites(suite)
+    _leaderboard(db).check_writable()
+    with console.status(f"loading {model}"):
+        loaded, tokenizer, _ = load_pretrained(model, device=device, dtype=dtype)
+    trial = TrialRecord(
+        name=name or model,
+        source="eval",
+        model_ref=model,
+        num_parameters=sum(p.numel() for p in loaded.parameters()),
+        dtype=str(next(loaded.parameters()).dtype).removeprefix("torch."),
+    )
+    _score_and_record(
+        loaded, tokenizer, trial, suites, limit, db, data_dir=data_dir, batch_size=batch_size
+    )
+
+
+@app.command()
+@user_errors
+def leaderboard(
+    db: DbOption = DEFAULT_DB,
+    top: Annotated[int | None, typer.Option(help="Show the best K rows.")] = None,
+    fmt: Annotated[str, typer.Option("--format", help="table | json | csv.")] = "table",
+    sort: Annotated[str, typer.Option(help="Column to rank by.")] = "average",
+    trial: Annotated[str | None, typer.Option(help="Show every score of one trial id.")] = None,
+) -> None:
+    """Print the ranking from the DuckDB leaderboard."""
+    _positive("--top", top)
+    if fmt not in ("table", "json", "csv"):
+        raise HarnessError(f"unknown format {fmt!r}", "use table, json or csv")
+    board = _leaderboard(db)
+    rows = board.scores(trial) if trial else board.ranking(top=top, sort=sort)
+    if fmt == "json":
+        print(json.dumps(rows, indent=2, default=str))
+    elif fmt == "csv":
+        import pandas as pd
+
+        print(pd.DataFrame(rows).to_csv(index=False), end="")
+    elif trial:
+        _print_scores(rows)
+    else:
+        _print_ranking(rows, db)
+
+
+# --- shared helpers ----------------------------------------------------------------
+
+
+def _leaderboard(db: Path) -> Any:
+    from harness.record import Leaderboard
+
+    return Leaderboard(db)
+
+
+def _parse_suites(text: str) -> list[str]:
+    from harness.evaluate import parse_suites
+
+    return parse_suites(text)
+
+
+def _apply_profile(profile: str, limit: int | None, batch_size: int) -> tuple[int | None, int]:
+    from harness.evaluate import PROFILES
+
+    if profile not in PROFILES:
+        raise HarnessError(f"unknown profile {profile!r}", f"use one of: {', '.join(PROFILES)}")
+    chosen = PROFILES[profile]
+    return (limit or chosen.get("limit")), chosen.get("batch_size", batch_size)
+
+
+def _score_and_record(
+    model: Any,
+    tokenizer: Any,
+    trial: Any,
+    suites: list[str],
+    limit: int | None,
+    db: Path,
+    *,
+    data_dir: Path | None = None,
+    batch_size: int = 8,
+) -> None:
+    from harness.evaluate import evaluate_model
+
+    board = _leaderboard(db)
+    trial.suites = ",".join(suites)
+    trial.eval_limit = limit
+    try:
+        result = evaluate_model(
+            model, tokenizer, suites, limit=limit, data_dir=data_dir, batch_size=batch_size
+        )
+    except HarnessError:
+        raise
+    except Exception as err:  # a run-time failure is recorded, never lost
+        trial.status, trial.error = "failed", f"{type(err).__name__}: {err}"
+        board.record(trial)
+        console.print(f"[red]evaluation failed[/]: {trial.error} (recorded as {trial.id} in {db})")
+        raise typer.Exit(code=1) from None
+    board.record(trial, result)
+    _print_summary(result.summary)
+    console.print(f"recorded [bold]{trial.id}[/] in {db} ({result.seconds:.0f}s of evaluation)")
+
+
+def _fmt(value: Any, digits: int = 4) -> str:
+    if value is None:
+        return "no data"
+    if isinstance(value, float):
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
+def _print_summary(summary: dict[str, float | None]) -> None:
+    table = Table(title="scores")
+    table.add_column("suite")
+    table.add_column("value", justify="right")
+    for key, value in summary.items():
+        table.add_row(key, _fmt(value))
+    Console().print(table)
+
+
+def _print_ranking(rows: list[dict[str, Any]], db: Path) -> None:
+    from harness.record import SUITE_COLUMNS
+
+    if not rows:
+        Console().print(f"no trials in {db} yet")
+        return
+    present = [c for c in SUITE_COLUMNS if any(r.get(c) is not None for r in rows)]
+    table = Table(title=f"leaderboard ({db})")
+    for col in ["#", "id", "name", "status", "average", *present, "source"]:
+        table.add_column(col, justify="right" if col in ("#", "average", *present) else "left")
+    for rank, row in enumerate(rows, 1):
+        origin = row["source"] if row["study"] is None else f"{row['study']}#{row['trial_number']}"
+        if row.get("reused_from"):
+            origin += f" (scores of {row['reused_from']})"
+        status = (
+            row["status"]
+            if row["status"] == "ok"
+            else f"{row['status']}: {(row.get('error') or '')[:40]}"
+        )
+        table.add_row(
+            str(rank),
+            row["id"],
+            row["name"],
+            status,
+            _fmt(row["average"]),
+            *(_fmt(row[c]) for c in present),
+            origin,
+        )
+    Console(width=200).print(table)
+
+
+def _print_scores(rows: list[dict[str, Any]]) -> None:
+    table = Table()
+    for col in ("task", "metric", "value", "stderr", "n", "shots", "data"):
+        table.add_column(col)
+    for r in rows:
+        table.add_row(
+            r["task"],
+            r["metric"],
+            _fmt(r["value"]),
+            _fmt(r["stderr"]),
+            _fmt(r["n_samples"]),
+            _fmt(r["num_fewshot"]),
+            r["data_source"] or "",
+        )
+    Console(width=200).print(table)
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,163 @@
+"""Every merge method through both routes: same tensors in memory and on disk."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from transformers import AutoModelForCausalLM
+
+from harness.build import DonorPool, build_model, prepare_out_dir
+from harness.errors import HarnessError
+from harness.recipe import recipe_from_dict, resolve_recipe
+
+
+def _weighted(models, **extra):
+    return [
+        {"model": str(m), "parameters": {"weight": w, **extra}}
+        for m, w in zip(models, (0.6, 0.4), strict=True)
+    ]
+
+
+def method_configs(t):
+    base, a, b = str(t["base"]), t["donor_a"], t["donor_b"]
+    gradient_t = [
+        {"filter": "self_attn", "value": [0, 0.5, 0.3, 0.7, 1]},
+        {"filter": "mlp", "value": [1, 0.5, 0.7, 0.3, 0]},
+        {"value": 0.5},
+    ]
+    return {
+        "linear": {"merge_method": "linear", "models": _weighted([a, b])},
+        "slerp_gradients": {
+            "merge_method": "slerp",
+            "base_model": str(a),
+            "models": [{"model": str(a)}, {"model": str(b)}],
+            "parameters": {"t": gradient_t},
+        },
+        "nuslerp": {"merge_method": "nuslerp", "models": _weighted([a, b])},
+        "task_arithmetic": {
+            "merge_method": "task_arithmetic",
+            "base_model": base,
+            "models": _weighted([a, b]),
+        },
+        "ties": {
+            "merge_method": "ties",
+            "base_model": base,
+            "models": _weighted([a, b], density=0.5),
+        },
+        "dare_ties": {
+            "merge_method": "dare_ties",
+            "base_model": base,
+            "models": _weighted([a, b], density=0.5),
+        },
+        "dare_linear": {
+            "merge_method": "dare_linear",
+            "base_model": base,
+            "models": _weighted([a, b], density=0.6),
+        },
+        "breadcrumbs": {
+            "merge_method": "breadcrumbs",
+            "base_model": base,
+            "models": _weighted([a, b], density=0.8, gamma=0.05),
+        },
+        "della": {
+            "merge_method": "della",
+            "base_model": base,
+            "models": _weighted([a, b], density=0.6, epsilon=0.1),
+        },
+        "model_stock": {
+            "merge_method": "model_stock",
+            "base_model": base,
+            "models": [{"model": str(a)}, {"model": str(b)}],
+        },
+        "passthrough_dus": {
+            "merge_method": "passthrough",
+            "slices": [
+                {"sources": [{"model": base, "layer_range": [0, 3]}]},
+                {"sources": [{"model": base, "layer_range": [1, 4]}]},
+            ],
+        },
+    }
+
+
+@pytest.fixture(scope="module")
+def pool():
+    return DonorPool()
+
+
+@pytest.mark.parametrize(
+    "method", list(method_configs({k: "x" for k in ("base", "donor_a", "donor_b")}))
+)
+def test_in_memory_equals_run_merge(tiny_models, pool, method, tmp_path):
+    config = method_configs(tiny_models)[method]
+    resolved = resolve_recipe(
+        recipe_from_dict({"merge": {**config, "dtype": "float32"}, "seed": 7})
+    )
+    in_memory = build_model(resolved, pool=pool, route="memory")
+    on_disk = build_model(resolved, route="disk", out_dir=tmp_path / "disk")
+    mem_sd, disk_sd = in_memory.model.state_dict(), on_disk.model.state_dict()
+    assert set(mem_sd) == set(disk_sd)
+    for name, tensor in disk_sd.items():
+        assert torch.equal(mem_sd[name], tensor), f"{method}: {name} differs between routes"
+    # The merge did something: not a copy of either donor (except pure layer stacking).
+    donor = load_file(str(tiny_models["donor_a"] / "model.safetensors"))
+    if method != "passthrough_dus":
+        assert not torch.equal(
+            mem_sd["model.layers.0.mlp.up_proj.weight"], donor["model.layers.0.mlp.up_proj.weight"]
+        )
+    assert in_memory.route == "memory" and on_disk.route == "disk"
+
+
+def test_donors_stay_untouched_and_resident(tiny_models, pool):
+    config = method_configs(tiny_models)["ties"]
+    resolved = resolve_recipe(recipe_from_dict({"merge": config}))
+    before = {
+        k: v.clone()
+        for k, v in load_file(str(tiny_models["donor_a"] / "model.safetensors")).items()
+    }
+    built = build_model(resolved, pool=pool)
+    with torch.no_grad():  # training the merged model must not write through to donor tensors
+        for p in built.model.parameters():
+            p.add_(1.0)
+    ref = next(
+        r
+        for r in resolved.merge_config.referenced_models()
+        if str(tiny_models["donor_a"]) in str(r)
+    )
+    resident = pool.state_dict(ref)
+    for name, tensor in before.items():
+        assert torch.equal(resident[name], tensor)
+
+
+def test_dus_build_saves_a_loadable_deeper_model(tiny_models, tmp_path):
+    config = method_configs(tiny_models)["passthrough_dus"]
+    resolved = resolve_recipe(recipe_from_dict({"name": "dus", "merge": config}))
+    out = tmp_path / "dus"
+    built = build_model(resolved, out_dir=out)
+    reloaded = AutoModelForCausalLM.from_pretrained(out)
+    assert reloaded.config.num_hidden_layers == 6
+    assert (out / "recipe.yaml").read_text().startswith("name: dus")
+    for name, tensor in reloaded.state_dict().items():
+        assert torch.equal(tensor, built.model.state_dict()[name])
+    # layer 3 of the output is layer 1 of the source (second slice starts at 1)
+    src = load_file(str(tiny_models["base"] / "model.safetensors"))
+    assert torch.equal(
+        reloaded.state_dict()["model.layers.3.self_attn.q_proj.weight"],
+        src["model.layers.1.self_attn.q_proj.weight"],
+    )
+
+
+def test_out_dir_must_be_empty_and_writable(tmp_path):
+    full = tmp_path / "full"
+    full.mkdir()
+    (full / "x").write_text("x")
+    with pytest.raises(HarnessError, match="not empty"):
+        prepare_out_dir(full)
+    prepare_out_dir(full, overwrite=True)
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o500)
+    import os
+
+    if os.geteuid() != 0:  # root ignores permission bits
+        with pytest.raises(HarnessError, match="cannot write"):
+            prepare_out_dir(locked / "model")

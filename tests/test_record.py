@@ -1,0 +1,110 @@
+"""The DuckDB leaderboard: contents, no-data semantics, transactions."""
+
+from __future__ import annotations
+
+import duckdb
+import pytest
+
+from harness.evaluate.results import EvalResult, Score
+from harness.record import Leaderboard, TrialRecord
+
+
+def result(arc: float | None, mmlu: float | None) -> EvalResult:
+    return EvalResult(
+        scores=[
+            Score(
+                "arc_challenge",
+                "acc_norm",
+                arc,
+                0.05,
+                20,
+                25,
+                "demo:ARC-Challenge/validation (official: test)",
+            ),
+            Score("mmlu_anatomy", "acc", mmlu, 0.04, 20, 5, "demo:hails/mmlu_no_train/anatomy"),
+            Score(
+                "truthfulqa_mc2",
+                "acc",
+                None,
+                None,
+                None,
+                0,
+                "no data: TruthfulQA is not available offline",
+            ),
+            Score(
+                "h4", "mean", None, aggregate=True, data_source="no data: truthfulqa_mc2 missing"
+            ),
+        ],
+        summary={"arc_challenge": arc, "mmlu": mmlu, "h4": None, "truthfulqa_mc2": None},
+        task_versions={"arc_challenge": "1.0"},
+        limit=20,
+        seconds=12.5,
+    )
+
+
+def test_rows_scores_and_no_data(tmp_path):
+    board = Leaderboard(tmp_path / "lb.duckdb")
+    good = board.record(
+        TrialRecord(
+            name="good", source="eval", model_ref="demo:x", params={"t": 0.3, "method": "slerp"}
+        ),
+        result(0.5, 0.4),
+    )
+    weak = board.record(TrialRecord(name="weak", source="eval"), result(0.3, 0.2))
+    failed = board.record(TrialRecord(name="broken", source="build", status="failed", error="OOM"))
+    ranking = board.ranking()
+    assert [r["id"] for r in ranking] == [good, weak, failed]
+    top = ranking[0]
+    assert top["average"] == pytest.approx(0.45)  # mean of the benchmarks that have data
+    assert top["h4"] is None and top["truthfulqa_mc2"] is None  # no data stays NULL, never 0
+    assert ranking[2]["status"] == "failed" and ranking[2]["average"] is None
+    assert board.ranking(top=1) == ranking[:1]
+
+    with duckdb.connect(str(tmp_path / "lb.duckdb"), read_only=True) as con:
+        trial = con.execute(
+            "SELECT versions, eval_seconds, eval_limit FROM trials WHERE id = ?", [good]
+        ).fetchone()
+        assert '"lm_eval"' in trial[0] and '"mergekit"' in trial[0] and trial[1:] == (12.5, 20)
+        rows = con.execute(
+            "SELECT task, metric, value, n_samples, num_fewshot, data_source FROM scores "
+            "WHERE trial_id = ? ORDER BY task",
+            [good],
+        ).fetchall()
+        assert (
+            "truthfulqa_mc2",
+            "acc",
+            None,
+            None,
+            0,
+            "no data: TruthfulQA is not available offline",
+        ) in rows
+        params = dict(
+            con.execute(
+                "SELECT name, coalesce(CAST(value AS VARCHAR), value_text) FROM trial_params "
+                "WHERE trial_id = ?",
+                [good],
+            ).fetchall()
+        )
+        assert params == {"t": "0.3", "method": '"slerp"'}
+
+
+def test_a_failing_write_leaves_nothing_behind(tmp_path):
+    board = Leaderboard(tmp_path / "lb.duckdb")
+    bad = result(0.5, 0.4)
+    bad.scores.append(Score("x", "acc", object()))  # type: ignore[arg-type]  # not storable
+    with pytest.raises(Exception):  # noqa: B017
+        board.record(TrialRecord(name="half", source="eval"), bad)
+    assert board.ranking() == []
+    with duckdb.connect(str(tmp_path / "lb.duckdb"), read_only=True) as con:
+        assert con.execute("SELECT count(*) FROM scores").fetchone() == (0,)
+
+
+def test_find_scored_matches_hash_suites_and_limit(tmp_path):
+    board = Leaderboard(tmp_path / "lb.duckdb")
+    tid = board.record(
+        TrialRecord(name="a", source="search", recipe_hash="abc", suites="h4"), result(0.5, 0.4)
+    )
+    assert board.find_scored("abc", "h4", 20) == tid
+    assert board.find_scored("abc", "h4", 50) is None
+    assert board.find_scored("abc", "mmlu", 20) is None
+    assert board.find_scored("zzz", "h4", 20) is None
