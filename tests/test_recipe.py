@@ -55,7 +55,9 @@ def test_hash_ignores_name_but_not_parameters(tiny_models):
             ),
             "out of range",
         ),
-        (lambda m: m["models"][1].update(model="/nonexistent/model"), "could not be found"),
+        (lambda m: m["models"][1].update(model="/nonexistent/model"), "does not exist"),
+        (lambda m: m["models"][1].update(model="nobody/no-such-model"), "could not be found"),
+        (lambda m: m["models"][1].update(model="demo:no-such-demo"), "demo"),
     ],
 )
 def test_bad_recipes_fail_with_one_line(tiny_models, mutate, message):
