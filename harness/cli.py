@@ -165,6 +165,55 @@ def eval_(
 
 @app.command()
 @user_errors
+def search(
+    space: Annotated[Path, typer.Option(help="Search-space YAML.")] = Path("search/demo.yaml"),
+    budget: Annotated[
+        int, typer.Option(help="Finished trials wanted in this study (a rerun resumes).")
+    ] = 50,
+    study: Annotated[
+        str | None, typer.Option(help="Study name (default: the space's name).")
+    ] = None,
+    storage: Annotated[
+        str | None,
+        typer.Option(help="Optuna storage URL (default: a journal file under results/)."),
+    ] = None,
+    limit: Annotated[
+        int | None, typer.Option(help="Questions per task (overrides the space).")
+    ] = None,
+    device: Annotated[
+        str | None, typer.Option(help="cpu, cuda, ... (default: cuda if available).")
+    ] = None,
+    db: DbOption = DEFAULT_DB,
+) -> None:
+    """Optuna over merge recipes: every trial is built, scored and recorded."""
+    from harness.search import SearchOptions, SearchRunner, load_space
+
+    if budget <= 0:
+        raise HarnessError(
+            f"--budget must be >= 1, got {budget}", "pass a positive number of trials"
+        )
+    loaded = load_space(space)
+    runner = SearchRunner(
+        loaded,
+        SearchOptions(
+            budget=budget, db=db, study_name=study, storage=storage, limit=limit, device=device
+        ),
+        console=console,
+    )
+    try:
+        outcome = runner.run()
+    except KeyboardInterrupt:
+        done = len(runner.finished_trials())
+        console.print(
+            f"[yellow]interrupted[/]: {done} finished trials are kept in {db}; "
+            "the running trial is marked interrupted. Run the same command to resume."
+        )
+        raise typer.Exit(code=130) from None
+    _print_search_summary(runner, outcome, db)
+
+
+@app.command()
+@user_errors
 def leaderboard(
     db: DbOption = DEFAULT_DB,
     top: Annotated[int | None, typer.Option(help="Show the best K rows.")] = None,
@@ -292,6 +341,23 @@ def _print_ranking(rows: list[dict[str, Any]], db: Path) -> None:
             origin,
         )
     Console(width=200).print(table)
+
+
+def _print_search_summary(runner: Any, outcome: Any, db: Path) -> None:
+    out = Console()
+    out.print(
+        f"study [bold]{outcome.study_name}[/]: {outcome.finished} finished trials "
+        f"({outcome.ran} scored, {outcome.reused} reused, {outcome.failed} failed this run) "
+        f"in {outcome.seconds / 60:.1f} min"
+    )
+    if outcome.best:
+        best = outcome.best[0]
+        out.print(f"best: {best['name']} objective {_fmt(best['objective'])}")
+        recipe = runner.board.recipe_yaml(best["id"])
+        if recipe:
+            out.print(recipe)
+        _print_ranking(outcome.best, db)
+    out.print(f"leaderboard: {db}  (harness leaderboard --db {db} --top 10)")
 
 
 def _print_scores(rows: list[dict[str, Any]]) -> None:

@@ -81,6 +81,13 @@ CREATE TABLE IF NOT EXISTS scores (
     data_source VARCHAR, suite VARCHAR, aggregate BOOLEAN
 );
 CREATE TABLE IF NOT EXISTS suite_scores (trial_id VARCHAR NOT NULL, name VARCHAR NOT NULL, value DOUBLE);
+CREATE TABLE IF NOT EXISTS align_steps (
+    trial_id VARCHAR NOT NULL, step INTEGER NOT NULL, method VARCHAR, chunk VARCHAR,
+    examples INTEGER, train_steps INTEGER, seconds DOUBLE, lora BOOLEAN,
+    loss DOUBLE, rewards_chosen DOUBLE, rewards_rejected DOUBLE, rewards_margins DOUBLE,
+    rewards_accuracies DOUBLE,
+    metrics VARCHAR                   -- JSON: everything TRL logged for this step
+);
 CREATE TABLE IF NOT EXISTS trial_params (
     trial_id VARCHAR NOT NULL, name VARCHAR NOT NULL, value DOUBLE, value_text VARCHAR
 );
@@ -112,6 +119,9 @@ class TrialRecord:
     suites: str | None = None
     eval_limit: int | None = None
     params: dict[str, Any] = field(default_factory=dict)
+    # One dict per alignment step: step, method, chunk, examples, train_steps, seconds, lora,
+    # loss, rewards_chosen, rewards_rejected, rewards_margins, rewards_accuracies, metrics.
+    align_steps: list[dict[str, Any]] = field(default_factory=list)
 
 
 def _clean(value: float | None) -> float | None:
@@ -179,6 +189,7 @@ class Leaderboard:
             trial.eval_limit = trial.eval_limit if trial.eval_limit is not None else result.limit
         row = asdict(trial)
         params = row.pop("params")
+        align_steps = row.pop("align_steps")
         row["created_at"] = datetime.now(UTC).replace(tzinfo=None)
         row["versions"] = json.dumps(library_versions())
         row["task_versions"] = json.dumps(result.task_versions if result else {})
@@ -186,7 +197,7 @@ class Leaderboard:
         with self.connect() as con:
             con.execute("BEGIN TRANSACTION")
             try:
-                for table in ("trials", "scores", "suite_scores", "trial_params"):
+                for table in ("trials", "scores", "suite_scores", "trial_params", "align_steps"):
                     key = "id" if table == "trials" else "trial_id"
                     con.execute(f"DELETE FROM {table} WHERE {key} = ?", [trial.id])
                 cols = ", ".join(row)
@@ -217,6 +228,36 @@ class Leaderboard:
                         "INSERT INTO suite_scores VALUES (?, ?, ?)",
                         [[trial.id, k, _clean(v)] for k, v in result.summary.items()],
                     )
+                if align_steps:
+                    con.executemany(
+                        "INSERT INTO align_steps VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                        [
+                            [
+                                trial.id,
+                                st.get("step"),
+                                st.get("method"),
+                                st.get("chunk"),
+                                st.get("examples"),
+                                st.get("train_steps"),
+                                st.get("seconds"),
+                                st.get("lora"),
+                                *(
+                                    _clean(st.get(k))
+                                    for k in (
+                                        "loss",
+                                        "rewards_chosen",
+                                        "rewards_rejected",
+                                        "rewards_margins",
+                                        "rewards_accuracies",
+                                    )
+                                ),
+                                json.dumps(st.get("metrics") or {}),
+                            ]
+                            for st in align_steps
+                        ],
+                    )
+                if result is None and trial.reused_from:
+                    self._copy_scores(con, trial.id, trial.reused_from)
                 if params:
                     con.executemany(
                         "INSERT INTO trial_params VALUES (?, ?, ?, ?)",
@@ -242,7 +283,58 @@ class Leaderboard:
 
     # -- reads ------------------------------------------------------------------------
 
-    def ranking(self, top: int | None = None, sort: str = "average") -> list[dict[str, Any]]:
+    def record_copy(self, trial: TrialRecord, source_id: str) -> str:
+        """Record a trial whose recipe was already scored: copy that trial's scores.
+
+        The new row points at the original through ``reused_from``; nothing is rebuilt
+        or rescored.
+        """
+        trial.reused_from = source_id
+        self.record(trial)
+        return trial.id
+
+    @staticmethod
+    def _copy_scores(con: duckdb.DuckDBPyConnection, trial_id: str, source_id: str) -> None:
+        con.execute(
+            """INSERT INTO scores SELECT ?, task, metric, value, stderr, n_samples, num_fewshot,
+               data_source, suite, aggregate FROM scores WHERE trial_id = ?""",
+            [trial_id, source_id],
+        )
+        con.execute(
+            "INSERT INTO suite_scores SELECT ?, name, value FROM suite_scores WHERE trial_id = ?",
+            [trial_id, source_id],
+        )
+        con.execute(
+            """UPDATE trials SET num_parameters = src.num_parameters, dtype = src.dtype,
+               task_versions = src.task_versions, eval_seconds = 0 FROM trials src
+               WHERE trials.id = ? AND src.id = ?""",
+            [trial_id, source_id],
+        )
+
+    def align_steps(self, trial_id: str) -> list[dict[str, Any]]:
+        with self.connect(read_only=True) as con:
+            cur = con.execute(
+                "SELECT * FROM align_steps WHERE trial_id = ? ORDER BY step", [trial_id]
+            )
+            cols = [d[0] for d in cur.description]
+            return [dict(zip(cols, r, strict=True)) for r in cur.fetchall()]
+
+    def recipe_yaml(self, trial_id: str) -> str | None:
+        with self.connect(read_only=True) as con:
+            row = con.execute("SELECT recipe_yaml FROM trials WHERE id = ?", [trial_id]).fetchone()
+        return row[0] if row else None
+
+    def suite_summary(self, trial_id: str) -> dict[str, float | None]:
+        with self.connect(read_only=True) as con:
+            return dict(
+                con.execute(
+                    "SELECT name, value FROM suite_scores WHERE trial_id = ?", [trial_id]
+                ).fetchall()
+            )
+
+    def ranking(
+        self, top: int | None = None, sort: str = "average", study: str | None = None
+    ) -> list[dict[str, Any]]:
         """Trials with one column per headline score, best first (failed trials last)."""
         if not self.path.exists():
             return []
@@ -250,13 +342,17 @@ class Leaderboard:
             f"max(CASE WHEN s.name = '{c}' THEN s.value END) AS {c}" for c in SUITE_COLUMNS
         )
         with self.connect(read_only=True) as con:
-            rows = con.execute(f"""
+            rows = con.execute(
+                f"""
                 SELECT t.id, t.name, t.status, t.error, t.source, t.study, t.trial_number,
                        t.merge_method, t.align_method, t.objective, t.reused_from,
                        t.num_parameters, t.eval_limit, t.created_at, {pivot}
                 FROM trials t LEFT JOIN suite_scores s ON s.trial_id = t.id
+                WHERE ? IS NULL OR t.study = ?
                 GROUP BY ALL
-            """).fetchall()
+            """,
+                [study, study],
+            ).fetchall()
             columns = [d[0] for d in con.description]
         records = [dict(zip(columns, r, strict=True)) for r in rows]
         for rec in records:

@@ -1,0 +1,248 @@
+"""The main job: ``harness search`` — sample, build, score, record, repeat.
+
+Each trial: sample a recipe (define-by-run) -> build it in memory against resident
+donors -> score it with lm-eval -> record it in DuckDB -> tell Optuna -> free it.
+A recipe already scored with the same suites and limit is never rebuilt or rescored:
+its scores are reused and the row says so. A failing trial is recorded as failed and
+the study goes on; Ctrl-C marks the running trial interrupted and a rerun resumes.
+"""
+
+from __future__ import annotations
+
+import gc
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+
+from harness.errors import HarnessError
+from harness.record import Leaderboard, TrialRecord
+from harness.search.space import SearchSpace
+from harness.search.study import make_sampler, open_storage
+
+INTERRUPTED = "interrupted"
+
+
+@dataclass
+class SearchOptions:
+    budget: int
+    db: Path
+    study_name: str | None = None
+    storage: str | None = None
+    limit: int | None = None  # overrides the space's per-task limit
+    device: str | None = None
+
+
+@dataclass
+class SearchOutcome:
+    study_name: str
+    finished: int
+    ran: int
+    reused: int
+    failed: int
+    seconds: float
+    best: list[dict[str, Any]] = field(default_factory=list)
+
+
+class SearchRunner:
+    def __init__(self, space: SearchSpace, options: SearchOptions, console: Console | None = None):
+        if options.budget <= 0:
+            raise HarnessError(
+                f"--budget must be >= 1, got {options.budget}", "pass a positive number of trials"
+            )
+        if options.limit is not None and options.limit <= 0:
+            raise HarnessError(
+                f"--limit must be >= 1, got {options.limit}", "pass a positive limit"
+            )
+        self.space = space
+        self.options = options
+        self.console = console or Console(stderr=True)
+        self.study_name = options.study_name or space.name
+        self.limit = options.limit if options.limit is not None else space.limit
+        self.suites = ",".join(space.suites)
+        self.board = Leaderboard(options.db)
+        self.board.check_writable()
+        default_storage = options.db.parent / f"optuna-{self.study_name}.journal"
+        self.storage = open_storage(options.storage, default_storage)
+        self.study = self._open_study()
+        from harness.build import DonorPool
+
+        self.pool = DonorPool()  # donors stay loaded for the whole search
+
+    # -- study bookkeeping -----------------------------------------------------------
+
+    def _open_study(self) -> Any:
+        import optuna
+
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        try:
+            return optuna.create_study(
+                study_name=self.study_name,
+                storage=self.storage,
+                sampler=make_sampler(self.space),
+                directions=self.space.objective.directions,
+                load_if_exists=True,
+            )
+        except ValueError as err:  # e.g. directions differ from the stored study
+            raise HarnessError(
+                f"study {self.study_name!r} cannot be resumed: {err}",
+                "use another --study name or the original space file",
+            ) from None
+
+    def finished_trials(self) -> list[Any]:
+        from optuna.trial import TrialState
+
+        states = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
+        return [
+            t
+            for t in self.study.get_trials(deepcopy=False, states=states)
+            if not t.user_attrs.get(INTERRUPTED)
+        ]
+
+    # -- the loop ------------------------------------------------------------------------
+
+    def run(self) -> SearchOutcome:
+        start = time.perf_counter()
+        outcome = SearchOutcome(self.study_name, len(self.finished_trials()), 0, 0, 0, 0.0)
+        columns = (
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            TextColumn("eta"),
+            TimeRemainingColumn(),
+            TextColumn("{task.fields[best]}"),
+        )
+        with Progress(*columns, console=self.console, transient=False) as progress:
+            bar = progress.add_task(
+                self.study_name,
+                total=self.options.budget,
+                completed=min(outcome.finished, self.options.budget),
+                best=self._best_text(),
+            )
+            while len(self.finished_trials()) < self.options.budget:
+                status = self.run_one()
+                outcome.ran += status == "ok"
+                outcome.reused += status == "reused"
+                outcome.failed += status == "failed"
+                progress.update(bar, completed=len(self.finished_trials()), best=self._best_text())
+        outcome.finished = len(self.finished_trials())
+        outcome.seconds = time.perf_counter() - start
+        outcome.best = self.board.ranking(top=5, sort="objective", study=self.study_name)
+        return outcome
+
+    def run_one(self) -> str:
+        """One trial, start to finish. Returns ok | reused | failed."""
+        import optuna
+
+        trial = self.study.ask()
+        record = TrialRecord(
+            name=f"{self.study_name}#{trial.number}",
+            source="search",
+            study=self.study_name,
+            trial_number=trial.number,
+            suites=self.suites,
+            eval_limit=self.limit,
+        )
+        try:
+            method = trial.suggest_categorical("method", list(self.space.methods))
+            recipe = self.space.recipe(method, trial)
+            recipe.name = f"{self.study_name}#{trial.number}-{method}"
+            record.name = recipe.name
+            record.merge_method = recipe.merge.get("merge_method")
+            record.recipe_yaml, record.recipe_hash = recipe.to_yaml(), recipe.content_hash()
+            record.params = dict(trial.params)
+
+            reused = self.board.find_scored(record.recipe_hash, self.suites, self.limit)
+            if reused:
+                summary = self.board.suite_summary(reused)
+                record.reused_from = reused
+                return self._finish(trial, record, summary, copy_from=reused)
+
+            from harness.build import build_model
+            from harness.evaluate import evaluate_model
+            from harness.recipe import resolve_recipe
+
+            resolved = resolve_recipe(recipe, where=record.name)
+            built = build_model(resolved, pool=self.pool, device=self.options.device)
+            record.build_seconds, record.num_parameters, record.dtype = (
+                built.seconds,
+                built.num_parameters,
+                built.dtype,
+            )
+            data_dir = Path(self.space.data_dir) if self.space.data_dir else None
+            result = evaluate_model(
+                built.model,
+                built.tokenizer,
+                self.space.suites,
+                limit=self.limit,
+                data_dir=data_dir,
+                batch_size=self.space.batch_size,
+                progress=False,
+            )
+            del built
+            return self._finish(trial, record, result.summary, result=result)
+        except KeyboardInterrupt:
+            record.status, record.error = INTERRUPTED, "interrupted by the user (Ctrl-C)"
+            self.board.record(record)
+            trial.set_user_attr(INTERRUPTED, True)
+            self.study.tell(trial, state=optuna.trial.TrialState.FAIL)
+            raise
+        except Exception as err:  # noqa: BLE001  (any run-time failure: record it, go on)
+            record.status, record.error = "failed", f"{type(err).__name__}: {str(err)[:2000]}"
+            self.board.record(record)
+            trial.set_user_attr("error", record.error)
+            self.study.tell(trial, state=optuna.trial.TrialState.FAIL)
+            self.console.print(f"[yellow]trial {trial.number} failed[/]: {record.error[:200]}")
+            return "failed"
+        finally:
+            gc.collect()
+
+    def _finish(
+        self,
+        trial: Any,
+        record: TrialRecord,
+        summary: dict[str, float | None],
+        result: Any = None,
+        copy_from: str | None = None,
+    ) -> str:
+        import optuna
+
+        values = self.space.objective.values(summary)
+        if values is None:
+            missing = [k for k in self.space.objective.keys if summary.get(k) is None]
+            record.status, record.error = "failed", f"objective has no data for {missing}"
+        else:
+            record.objective = values[0] if len(values) == 1 else sum(values) / len(values)
+        if copy_from:
+            self.board.record_copy(record, copy_from)
+        else:
+            self.board.record(record, result)
+        trial.set_user_attr("leaderboard_id", record.id)
+        if values is None:
+            trial.set_user_attr("error", record.error)
+            self.study.tell(trial, state=optuna.trial.TrialState.FAIL)
+            return "failed"
+        self.study.tell(trial, values)
+        return "reused" if copy_from else "ok"
+
+    def _best_text(self) -> str:
+        from optuna.trial import TrialState
+
+        done = [t for t in self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))]
+        if not done:
+            return "best: -"
+        if len(self.space.objective.directions) > 1:
+            return f"pareto front: {len(self.study.best_trials)} trials"
+        best = max(done, key=lambda t: t.value)
+        return f"best {best.value:.4f} (#{best.number} {best.params.get('method')})"

@@ -1,0 +1,207 @@
+"""Search spaces are YAML data (``search/*.yaml``), validated here before any work.
+
+Example (see ``search/demo.yaml`` for a full one)::
+
+    name: demo
+    models: {base: demo:smollm2-135m-instruct, ...}    # aliases used as $base
+    methods:                                             # candidate mergekit templates
+      slerp:
+        merge_method: slerp
+        base_model: $base
+        models: [{model: $base}, {model: $other}]
+        parameters: {t: {gradient: [0, 1], points: 3}}
+    suites: [arc_easy, mmlu_high_school_biology]
+    limit: 40
+    objective: {maximize: {arc_easy: 1, mmlu: 1}}     # or  pareto: [kmmlu, mmlu]
+    sampler: {name: tpe, seed: 0}
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from harness.errors import HarnessError
+from harness.recipe import PARAMETER_RANGES, Recipe, recipe_from_dict, resolve_recipe
+from harness.search.distributions import (
+    LowestValues,
+    check_distribution,
+    iter_distributions,
+    materialize,
+)
+
+SAMPLERS = ("tpe", "cmaes", "nsga2", "random", "grid")
+
+
+class ObjectiveSpec(BaseModel):
+    """What the search maximises: a weighted mean of summary scores, or a Pareto front."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    maximize: dict[str, float] | None = Field(
+        default=None, description="Summary key -> weight; the objective is the weighted mean."
+    )
+    pareto: list[str] | None = Field(
+        default=None, description="Summary keys maximised jointly (multi-objective)."
+    )
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> ObjectiveSpec:
+        if bool(self.maximize) == bool(self.pareto):
+            raise ValueError("give exactly one of maximize: {key: weight} or pareto: [key, key]")
+        if self.maximize and any(w <= 0 for w in self.maximize.values()):
+            raise ValueError("objective weights must be > 0")
+        return self
+
+    @property
+    def keys(self) -> list[str]:
+        return list(self.maximize or {}) + list(self.pareto or [])
+
+    @property
+    def directions(self) -> list[str]:
+        return ["maximize"] * (len(self.pareto) if self.pareto else 1)
+
+    def values(self, summary: dict[str, float | None]) -> list[float] | None:
+        """Objective value(s) from an evaluation summary; None when a key has no data."""
+        if any(summary.get(k) is None for k in self.keys):
+            return None
+        if self.pareto:
+            return [float(summary[k]) for k in self.pareto]  # type: ignore[arg-type]
+        weights = self.maximize or {}
+        return [sum(summary[k] * w for k, w in weights.items()) / sum(weights.values())]  # type: ignore[operator]
+
+
+class SamplerSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: Literal["tpe", "cmaes", "nsga2", "random", "grid"] = "tpe"
+    seed: int = 0
+    options: dict[str, Any] = Field(
+        default_factory=dict, description="Passed to the Optuna sampler."
+    )
+
+
+class SearchSpace(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    description: str | None = None
+    models: dict[str, str] = Field(
+        default_factory=dict, description="Alias -> model reference, used as $alias."
+    )
+    methods: dict[str, dict[str, Any]] = Field(description="Candidate name -> mergekit template.")
+    align: dict[str, Any] | None = Field(
+        default=None, description="Alignment search (DPO/sDPO): next issue."
+    )
+    suites: list[str]
+    limit: int | None = Field(
+        default=None, description="Questions per task (documented CPU budget)."
+    )
+    batch_size: int = 8
+    data_dir: str | None = None
+    dtype: str = "float32"
+    objective: ObjectiveSpec
+    sampler: SamplerSpec = Field(default_factory=SamplerSpec)
+
+    def template(self, method: str) -> dict[str, Any]:
+        """The method's template with $aliases replaced by model references."""
+        return _substitute(self.methods[method], self.models)
+
+    def recipe(self, method: str, trial: Any) -> Recipe:
+        """Sample one concrete recipe (define-by-run) for the chosen method."""
+        merge = materialize(self.template(method), trial, prefix=method)
+        merge.setdefault("dtype", self.dtype)
+        return recipe_from_dict({"name": None, "merge": merge}, where=f"{self.name}.{method}")
+
+
+def load_space(path: str | Path) -> SearchSpace:
+    """Parse and fully validate a search-space file (exit-2 errors, nothing written)."""
+    path = Path(path)
+    if not path.is_file():
+        raise HarnessError(
+            f"search space file not found: {path}", "pass --space with an existing YAML file"
+        )
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        at = f" at line {mark.line + 1}" if mark else ""
+        raise HarnessError(f"{path}: malformed YAML{at}", "fix the YAML syntax") from None
+    if not isinstance(data, dict):
+        raise HarnessError(f"{path}: a search space must be a YAML mapping", "see search/demo.yaml")
+    data.setdefault("name", path.stem)
+    try:
+        space = SearchSpace.model_validate(data)
+    except ValidationError as err:
+        first = err.errors()[0]
+        loc = ".".join(str(p) for p in first.get("loc", ()))
+        raise HarnessError(
+            f"{path}: {loc}: {first.get('msg')}", "see search/demo.yaml for the schema"
+        ) from None
+    validate_space(space, str(path))
+    return space
+
+
+def validate_space(space: SearchSpace, where: str) -> None:
+    from harness.evaluate import parse_suites, summary_keys
+
+    if not space.methods:
+        raise HarnessError(f"{where}: methods is empty", "list at least one merge method template")
+    if space.limit is not None and space.limit <= 0:
+        raise HarnessError(f"{where}: limit must be >= 1", "raise limit or remove it")
+    if space.align is not None:
+        raise HarnessError(
+            f"{where}: align search is not available in this version", "remove the align part"
+        )
+    suites = parse_suites(",".join(space.suites))
+    produced = summary_keys(suites)
+    for key in space.objective.keys:
+        if key not in produced:
+            raise HarnessError(
+                f"{where}: objective uses {key!r}, which the suites {suites} do not score",
+                f"use one of {sorted(produced)} or add a suite that scores {key}",
+            )
+    for method, template in space.methods.items():
+        label = f"{where}: methods.{method}"
+        for alias in _aliases(template):
+            if alias not in space.models:
+                raise HarnessError(
+                    f"{label}: unknown model alias ${alias}",
+                    f"define it under models: ({', '.join(space.models)})",
+                )
+        for path, dist in iter_distributions(template):
+            check_distribution(
+                f"{label}.{path}", dist, PARAMETER_RANGES.get(_parameter_name(path) or "")
+            )
+        # The low end of every range must make a valid, resolvable recipe (method known,
+        # models present, shapes compatible): catch it now, not in trial 37.
+        resolve_recipe(space.recipe(method, LowestValues()), where=label)
+
+
+def _substitute(value: Any, models: dict[str, str]) -> Any:
+    if isinstance(value, str) and value.startswith("$") and value[1:] in models:
+        return models[value[1:]]
+    if isinstance(value, dict):
+        return {k: _substitute(v, models) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_substitute(v, models) for v in value]
+    return value
+
+
+def _aliases(value: Any) -> list[str]:
+    if isinstance(value, str) and value.startswith("$"):
+        return [value[1:]]
+    if isinstance(value, dict):
+        return [a for v in value.values() for a in _aliases(v)]
+    if isinstance(value, list):
+        return [a for v in value for a in _aliases(v)]
+    return []
+
+
+def _parameter_name(path: str) -> str | None:
+    match = re.search(r"parameters\.(\w+)", path)
+    return match.group(1) if match else None
