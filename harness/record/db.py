@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import os
 import uuid
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
@@ -137,21 +138,20 @@ class Leaderboard:
     # -- connection ---------------------------------------------------------------
 
     def check_writable(self) -> None:
-        """Fail with one line (before any heavy work) if the file cannot be created or written."""
-        parent = self.path.parent
-        try:
-            parent.mkdir(parents=True, exist_ok=True)
-        except OSError as err:
-            raise HarnessError(
-                f"cannot create {parent} for the leaderboard ({err.strerror})",
-                "pass a writable --db",
-            ) from None
+        """Fail with one line, before any heavy work and without writing, if the file is unusable."""
         if self.path.is_dir():
             raise HarnessError(
                 f"--db {self.path} is a directory", "pass a file path ending in .duckdb"
             )
-        with self.connect():
-            pass
+        if self.path.exists():
+            with self.connect():  # opens it read-write: also catches a lock held by another writer
+                return
+        ancestor = next((p for p in self.path.parents if p.exists()), Path("/"))
+        if not ancestor.is_dir() or not os.access(ancestor, os.W_OK):
+            raise HarnessError(
+                f"cannot create {self.path}: {ancestor} is not a writable folder",
+                "pass a writable --db",
+            )
 
     @contextlib.contextmanager
     def connect(self, read_only: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
@@ -160,6 +160,8 @@ class Leaderboard:
                 f"no leaderboard database at {self.path}",
                 "run `harness eval` or `harness search` first, or pass --db",
             )
+        if not read_only:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
             con = duckdb.connect(str(self.path), read_only=read_only)
         except duckdb.IOException as err:

@@ -131,6 +131,11 @@ class SearchRunner:
                 best=self._best_text(),
             )
             while len(self.finished_trials()) < self.options.budget:
+                if self._grid_exhausted():
+                    self.console.print(
+                        "[yellow]the grid is exhausted[/]: every grid point has been tried"
+                    )
+                    break
                 status = self.run_one()
                 outcome.ran += status == "ok"
                 outcome.reused += status == "reused"
@@ -235,6 +240,10 @@ class SearchRunner:
             return "failed"
         self.study.tell(trial, values)
         return "reused" if copy_from else "ok"
+
+    def _grid_exhausted(self) -> bool:
+        is_exhausted = getattr(self.study.sampler, "is_exhausted", None)
+        return bool(is_exhausted and is_exhausted(self.study))
 
     def _best_text(self) -> str:
         from optuna.trial import TrialState

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +44,9 @@ def make_sampler(space: SearchSpace) -> Any:
         # multivariate + group: TPE models the per-method parameter groups jointly.
         options.setdefault("multivariate", True)
         options.setdefault("group", True)
-        return optuna.samplers.TPESampler(seed=spec.seed, **options)
+        with warnings.catch_warnings():  # `group` is flagged experimental; it is what conditional spaces need
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return optuna.samplers.TPESampler(seed=spec.seed, **options)
     if spec.name == "cmaes":
         # CMA-ES handles the continuous parameters; the method choice falls back to random.
         options.setdefault("warn_independent_sampling", False)
@@ -52,14 +55,28 @@ def make_sampler(space: SearchSpace) -> Any:
         return optuna.samplers.NSGAIISampler(seed=spec.seed, **options)
     if spec.name == "random":
         return optuna.samplers.RandomSampler(seed=spec.seed)
-    return optuna.samplers.GridSampler(grid_space(space), seed=spec.seed)
+    return _AskTellGridSampler(grid_space(space), seed=spec.seed)
+
+
+def _grid_sampler_base() -> type:
+    import optuna
+
+    return optuna.samplers.GridSampler
+
+
+class _AskTellGridSampler(_grid_sampler_base()):  # type: ignore[misc]
+    """GridSampler calls ``study.stop()`` when the grid is done, which only works inside
+    ``study.optimize``; the search loop (ask/tell) checks ``is_exhausted`` itself."""
+
+    def after_trial(self, study: Any, trial: Any, state: Any, values: Any) -> None:
+        return None
 
 
 def grid_space(space: SearchSpace) -> dict[str, list[Any]]:
     """Grid search needs every distribution to be a finite set: choices, or ranges with a step."""
     grid: dict[str, list[Any]] = {"method": list(space.methods)}
-    for method, template in space.methods.items():
-        for path, dist in iter_distributions(template):
+    for method in space.methods:
+        for path, dist in iter_distributions(space.template(method)):
             name = f"{method}.{path}"
             if "choice" in dist:
                 grid[name] = list(dist["choice"])

@@ -1,0 +1,259 @@
+"""`harness search` end to end on tiny models and fixture data (real builds, real lm-eval)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import duckdb
+import optuna
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from harness.cli import app
+from harness.errors import HarnessError
+from harness.search import SearchOptions, SearchRunner, load_space
+from tests.fixtures.evaluate_data import build_data_dir, isolated_eval_env
+
+
+@pytest.fixture(scope="module", autouse=True)
+def env(tmp_path_factory):
+    with isolated_eval_env(
+        tmp_path_factory.mktemp("home"), tmp_path_factory.mktemp("hf_cache")
+    ) as home:
+        yield home
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory) -> Path:
+    return build_data_dir(tmp_path_factory.mktemp("eval_data"), parts=("arc",))
+
+
+def write_space(tmp_path: Path, tiny_models, data: Path, **overrides) -> Path:
+    space = {
+        "name": "tiny",
+        "models": {k: str(v) for k, v in tiny_models.items()},
+        "methods": {
+            "slerp": {
+                "merge_method": "slerp",
+                "base_model": "$donor_a",
+                "models": [{"model": "$donor_a"}, {"model": "$donor_b"}],
+                "parameters": {
+                    "t": [
+                        {"filter": "self_attn", "value": {"gradient": [0, 1], "points": 3}},
+                        {"value": {"float": [0, 1]}},
+                    ]
+                },
+            },
+            "ties": {
+                "merge_method": "ties",
+                "base_model": "$base",
+                "models": [
+                    {
+                        "model": "$donor_a",
+                        "parameters": {
+                            "weight": {"float": [0.1, 1]},
+                            "density": {"float": [0.2, 1]},
+                        },
+                    },
+                    {
+                        "model": "$donor_b",
+                        "parameters": {
+                            "weight": {"float": [0.1, 1]},
+                            "density": {"float": [0.2, 1]},
+                        },
+                    },
+                ],
+            },
+        },
+        "suites": ["arc_challenge"],
+        "limit": 4,
+        "data_dir": str(data),
+        "objective": {"maximize": {"arc_challenge": 1.0}},
+        "sampler": {"name": "tpe", "seed": 3},
+    }
+    space.update(overrides)
+    path = tmp_path / "space.yaml"
+    path.write_text(yaml.safe_dump(space))
+    return path
+
+
+def run(space_path: Path, tmp_path: Path, budget: int, **kw) -> tuple[SearchRunner, object]:
+    options = SearchOptions(budget=budget, db=tmp_path / "lb.duckdb", **kw)
+    runner = SearchRunner(load_space(space_path), options)
+    return runner, runner.run()
+
+
+def db_rows(tmp_path: Path, sql: str) -> list[tuple]:
+    with duckdb.connect(str(tmp_path / "lb.duckdb"), read_only=True) as con:
+        return con.execute(sql).fetchall()
+
+
+def test_three_trials_then_resume_to_five(tmp_path, tiny_models, data):
+    space = write_space(tmp_path, tiny_models, data)
+    runner, outcome = run(space, tmp_path, 3)
+    assert outcome.finished == 3
+    complete = runner.study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))
+    assert len(complete) == 3
+    rows = db_rows(
+        tmp_path,
+        "SELECT id, status, objective, recipe_yaml, trial_number FROM trials ORDER BY trial_number",
+    )
+    assert [r[1] for r in rows] == ["ok"] * 3 and [r[4] for r in rows] == [0, 1, 2]
+    assert all(r[2] is not None and r[3] for r in rows)
+    params = db_rows(tmp_path, "SELECT count(DISTINCT trial_id), count(*) FROM trial_params")
+    assert params[0][0] == 3 and params[0][1] >= 3 * 2
+    scores = db_rows(
+        tmp_path, "SELECT count(*) FROM scores WHERE task = 'arc_challenge' AND metric = 'acc_norm'"
+    )
+    assert scores[0][0] == 3
+    # Objective in DuckDB equals what Optuna was told.
+    by_number = {t.number: t.value for t in complete}
+    for _, _, objective, _, number in rows:
+        assert objective == pytest.approx(by_number[number])
+
+    # Same command with a larger budget resumes the study: 2 more trials, not 5.
+    runner, outcome = run(space, tmp_path, 5)
+    assert outcome.finished == 5 and outcome.ran + outcome.reused == 2
+    assert db_rows(tmp_path, "SELECT count(*) FROM trials")[0][0] == 5
+
+
+def test_recorded_recipe_rebuilds_exactly(tmp_path, tiny_models, data):
+    import torch
+
+    from harness.build import build_model
+    from harness.recipe import load_recipe, resolve_recipe
+
+    space = write_space(tmp_path, tiny_models, data)
+    runner, _ = run(space, tmp_path, 1)
+    recipe_text = db_rows(tmp_path, "SELECT recipe_yaml FROM trials")[0][0]
+    (tmp_path / "r.yaml").write_text(recipe_text)
+    a = build_model(resolve_recipe(load_recipe(tmp_path / "r.yaml")), route="disk")
+    b = build_model(resolve_recipe(load_recipe(tmp_path / "r.yaml")), route="memory")
+    for name, tensor in a.model.state_dict().items():
+        assert torch.equal(tensor, b.model.state_dict()[name])
+
+
+def test_failing_trial_is_recorded_and_the_study_goes_on(tmp_path, tiny_models, data):
+    # The grid visits both choices: the 'wide' donor has other shapes, so that build fails.
+    methods = {
+        "linear": {
+            "merge_method": "linear",
+            "models": [
+                {"model": "$donor_a", "parameters": {"weight": 0.5}},
+                {"model": {"choice": ["$donor_b", "$wide"]}, "parameters": {"weight": 0.5}},
+            ],
+        }
+    }
+    space = write_space(
+        tmp_path, tiny_models, data, methods=methods, sampler={"name": "grid", "seed": 0}
+    )
+    runner, outcome = run(space, tmp_path, 2)
+    assert outcome.finished == 2 and outcome.failed == 1
+    rows = dict(db_rows(tmp_path, "SELECT status, error FROM trials"))
+    assert set(rows) == {"ok", "failed"} and "cannot be merged" in rows["failed"]
+    states = sorted(t.state.name for t in runner.study.trials)
+    assert states == ["COMPLETE", "FAIL"]
+
+
+def test_duplicate_recipe_is_not_rescored(tmp_path, tiny_models, data):
+    methods = {
+        "linear": {
+            "merge_method": "linear",
+            "models": [
+                {"model": "$donor_a", "parameters": {"weight": {"choice": [0.5]}}},
+                {"model": "$donor_b", "parameters": {"weight": 0.5}},
+            ],
+        }
+    }
+    space = write_space(tmp_path, tiny_models, data, methods=methods)
+    _, outcome = run(space, tmp_path, 3)
+    assert outcome.ran == 1 and outcome.reused == 2
+    rows = db_rows(tmp_path, "SELECT id, reused_from, objective FROM trials ORDER BY trial_number")
+    first = rows[0][0]
+    assert rows[0][1] is None and [r[1] for r in rows[1:]] == [first, first]
+    assert len({r[2] for r in rows}) == 1
+    copied = db_rows(tmp_path, f"SELECT count(*) FROM scores WHERE trial_id = '{rows[2][0]}'")
+    assert copied[0][0] > 0
+
+
+def test_seed_makes_the_trial_sequence_reproducible(tmp_path, tiny_models, data):
+    space = write_space(tmp_path, tiny_models, data, sampler={"name": "random", "seed": 11})
+    sequences = []
+    for i in range(2):
+        work = tmp_path / f"run{i}"
+        work.mkdir()
+        runner, _ = run(space, work, 3)
+        sequences.append([t.params for t in runner.study.trials])
+    assert sequences[0] == sequences[1]
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (
+            {"methods": {"x": {"merge_method": "frobnicate", "models": [{"model": "$base"}]}}},
+            "unknown merge method",
+        ),
+        (
+            {
+                "methods": {
+                    "x": {
+                        "merge_method": "linear",
+                        "models": [
+                            {"model": "$base", "parameters": {"weight": {"float": [0.5, 0.5]}}}
+                        ],
+                    }
+                }
+            },
+            "empty range",
+        ),
+        (
+            {
+                "methods": {
+                    "x": {
+                        "merge_method": "slerp",
+                        "base_model": "$base",
+                        "models": [{"model": "$base"}, {"model": "$donor_a"}],
+                        "parameters": {"t": {"float": [0, 2]}},
+                    }
+                }
+            },
+            "leaves the legal",
+        ),
+        ({"objective": {"maximize": {"mmlu": 1.0}}}, "objective uses 'mmlu'"),
+        (
+            {"methods": {"x": {"merge_method": "linear", "models": [{"model": "$nobody"}]}}},
+            "unknown model alias",
+        ),
+        ({"suites": ["no_such_suite"]}, "unknown suite"),
+    ],
+)
+def test_invalid_spaces_fail_before_any_work(tmp_path, tiny_models, data, change, message):
+    space = write_space(tmp_path, tiny_models, data, **change)
+    with pytest.raises(HarnessError, match=message):
+        load_space(space)
+
+
+def test_cli_bad_inputs_exit_2_and_write_nothing(tmp_path, tiny_models, data):
+    cli = CliRunner()
+    db = tmp_path / "out" / "lb.duckdb"
+    space = write_space(tmp_path, tiny_models, data)
+    cases = [
+        ["search", "--space", str(space), "--budget", "0", "--db", str(db)],
+        ["search", "--space", str(tmp_path / "missing.yaml"), "--db", str(db)],
+        [
+            "search",
+            "--space",
+            str(space),
+            "--db",
+            str(db),
+            "--storage",
+            "postgresql://nobody@127.0.0.1:9/x",
+        ],
+    ]
+    for args in cases:
+        result = cli.invoke(app, args)
+        assert result.exit_code == 2, (args, result.output)
+        assert result.stderr.startswith("harness: error:") and result.stderr.count("\n") == 1
+        assert not db.exists()
