@@ -7,7 +7,7 @@ TORCH_SPEC ?= torch==2.13.0
 BUDGET ?= 50
 PYTEST_ARGS ?=
 
-.PHONY: install test test-fast search assets lint clean
+.PHONY: install browser test test-fast search assets report lint clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -21,10 +21,14 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 
 install: $(VENV)/.installed
 
-test: install
+# Debian chromium + chromedriver for the report's browser tests (no browser download).
+browser:
+	bash scripts/install-browser.sh
+
+test: install browser
 	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(BIN)/pytest $(PYTEST_ARGS)
 
-test-fast: install
+test-fast: install browser
 	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(BIN)/pytest -m "not slow" $(PYTEST_ARGS)
 
 lint: install
@@ -33,6 +37,9 @@ lint: install
 
 assets: install
 	$(BIN)/harness assets
+
+report: install
+	$(BIN)/harness report
 
 search: assets
 	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(BIN)/harness search --budget $(BUDGET)

@@ -26,6 +26,7 @@ app = typer.Typer(
 )
 console = Console(stderr=True)
 DEFAULT_DB = Path("results/leaderboard.duckdb")
+DEFAULT_REPORT = Path("leaderboard/index.html")
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -183,6 +184,10 @@ def search(
     device: Annotated[
         str | None, typer.Option(help="cpu, cuda, ... (default: cuda if available).")
     ] = None,
+    report: Annotated[
+        bool, typer.Option("--report/--no-report", help="Regenerate the HTML report at the end.")
+    ] = True,
+    report_out: Annotated[Path, typer.Option(help="Where the HTML report goes.")] = DEFAULT_REPORT,
     db: DbOption = DEFAULT_DB,
 ) -> None:
     """Optuna over merge recipes: every trial is built, scored and recorded."""
@@ -210,6 +215,31 @@ def search(
         )
         raise typer.Exit(code=130) from None
     _print_search_summary(runner, outcome, db)
+    if report:
+        from harness.report import generate_report
+
+        try:  # a report problem must never fail a finished search
+            files = generate_report(db, report_out)
+            console.print(f"report: {files.html} ({files.trials} trials)")
+        except HarnessError as err:
+            console.print(f"[yellow]report not written[/]: {err}")
+
+
+@app.command("report")
+@user_errors
+def report_(
+    db: DbOption = DEFAULT_DB,
+    out: Annotated[
+        Path, typer.Option("--out", help="HTML file; .json and .csv are written beside it.")
+    ] = DEFAULT_REPORT,
+) -> None:
+    """Write the static HTML leaderboard (plus JSON and CSV) from the DuckDB file alone."""
+    from harness.report import generate_report
+
+    files = generate_report(db, out)
+    console.print(
+        f"wrote {files.html} ({files.trials} trials), {files.json.name}, {files.csv.name}"
+    )
 
 
 @app.command()

@@ -1,0 +1,473 @@
+"""Everything the report shows, read from the DuckDB leaderboard file alone.
+
+The result is plain dicts and lists (JSON-ready): the HTML template, the JSON export and
+the CSV export are all views of the same :class:`ReportData`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import yaml
+
+from harness.errors import HarnessError
+from harness.record import AVERAGED, Leaderboard, harness_commit
+
+# (key, label, tooltip) in table order: the average, H4 with its four parts, MMLU micro, KMMLU.
+SCORE_COLUMNS: tuple[tuple[str, str, str], ...] = (
+    ("average", "Average", "Mean of ARC-C, HellaSwag, MMLU (micro), TruthfulQA and KMMLU"),
+    ("h4", "H4", "Open LLM Leaderboard v1: mean of ARC-C, HellaSwag, MMLU macro, TruthfulQA"),
+    ("arc_challenge", "ARC-C", "ARC-Challenge 25-shot acc_norm"),
+    ("hellaswag", "HellaSwag", "HellaSwag 10-shot acc_norm"),
+    ("mmlu_macro", "MMLU macro", "MMLU 5-shot acc, unweighted mean over the subjects (H4 part)"),
+    ("truthfulqa_mc2", "TruthfulQA", "TruthfulQA mc2 0-shot"),
+    ("mmlu", "MMLU micro", "MMLU 5-shot acc, lm-eval's size-weighted group number"),
+    ("kmmlu", "KMMLU", "KMMLU 5-shot acc, macro mean over the subjects"),
+)
+TRACKED_VERSIONS = ("lm_eval", "transformers", "torch", "mergekit", "trl", "peft", "optuna")
+SUBJECT_FAMILIES = (("mmlu", "MMLU"), ("kmmlu", "KMMLU"))
+_SUBSTITUTE_MARKS = ("instead of", "(official:", "substitute data")
+
+
+@dataclass
+class ReportData:
+    db: str
+    generated_at: str
+    trials: list[dict[str, Any]] = field(default_factory=list)
+    studies: list[str] = field(default_factory=list)
+    merge_methods: list[str] = field(default_factory=list)
+    align_methods: list[str] = field(default_factory=list)
+    leader_id: str | None = None
+    reproducibility: dict[str, Any] = field(default_factory=dict)
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def is_substitute(source: str | None) -> bool:
+    """Scores on other splits/few-shot sources than the official ones (offline demo data)."""
+    text = (source or "").lower()
+    return any(mark in text for mark in _SUBSTITUTE_MARKS)
+
+
+def _num(value: Any) -> float | None:
+    if value is None or isinstance(value, bool):
+        return None
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        return None
+    return None if math.isnan(value) or math.isinf(value) else value
+
+
+def finite(value: Any) -> Any:
+    """Copy of a JSON-like value with NaN/inf replaced by None (JSON has no NaN; TRL logs it)."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [finite(v) for v in value]
+    return value
+
+
+def _pooled(stderrs: list[float | None]) -> float | None:
+    """Stderr of an unweighted mean of independent scores; None if any part lacks one."""
+    if not stderrs or any(e is None for e in stderrs):
+        return None
+    return math.sqrt(sum(e * e for e in stderrs)) / len(stderrs)  # type: ignore[operator]
+
+
+def _json_or_empty(text: str | None) -> dict[str, Any]:
+    try:
+        value = json.loads(text) if text else {}
+    except ValueError:
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def headline_index() -> dict[str, tuple[str, str]]:
+    """Summary key -> (scores.task, scores.metric) of the row that carries its stderr."""
+    from harness.evaluate.suites import SUITES
+
+    index: dict[str, tuple[str, str]] = {}
+    for suite in SUITES.values():
+        for part in suite.parts:
+            metric = part.metric or ""
+            for key, how in (part.headlines or {part.task: "lm_eval"}).items():
+                index.setdefault(
+                    key, (part.task, metric if how == "lm_eval" else f"{metric}_macro")
+                )
+        if suite.total is not None:
+            index.setdefault(suite.total.key, (suite.total.key, "mean"))
+            index.setdefault(suite.total.partial_key, (suite.total.partial_key, "mean"))
+    return index
+
+
+def total_parts() -> dict[str, tuple[str, ...]]:
+    """Total key (h4, h4_partial) -> the summary keys it averages."""
+    from harness.evaluate.suites import SUITES
+
+    parts: dict[str, tuple[str, ...]] = {}
+    for suite in SUITES.values():
+        if suite.total is not None:
+            parts[suite.total.key] = suite.total.of
+            parts[suite.total.partial_key] = suite.total.of
+    return parts
+
+
+def split_recipe(recipe_yaml: str | None) -> dict[str, str | None]:
+    """The recipe as copyable pieces: the plain mergekit config and the alignment part."""
+    if not recipe_yaml:
+        return {"full": None, "mergekit": None, "align": None}
+    try:
+        data = yaml.safe_load(recipe_yaml)
+    except yaml.YAMLError:
+        return {"full": recipe_yaml, "mergekit": None, "align": None}
+    if not isinstance(data, dict) or "merge" not in data:
+        return {"full": recipe_yaml, "mergekit": recipe_yaml, "align": None}
+
+    def dump(value: Any) -> str:
+        return yaml.safe_dump(value, sort_keys=False, allow_unicode=True)
+
+    align = data.get("align")
+    return {
+        "full": recipe_yaml,
+        "mergekit": dump(data["merge"]),
+        "align": dump({"align": align}) if align else None,
+    }
+
+
+def _param_value(value: float | None, text: str | None) -> Any:
+    if value is not None:
+        if not math.isfinite(value):
+            return None
+        return int(value) if float(value).is_integer() and abs(value) < 2**53 else value
+    if text is None:
+        return None
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def _rows(con: duckdb.DuckDBPyConnection, sql: str) -> list[dict[str, Any]]:
+    cur = con.execute(sql)
+    cols = [d[0] for d in cur.description]
+    return [dict(zip(cols, r, strict=True)) for r in cur.fetchall()]
+
+
+def _group(rows: Iterable[dict[str, Any]], key: str = "trial_id") -> dict[str, list[dict]]:
+    out: dict[str, list[dict[str, Any]]] = {}
+    for row in rows:
+        out.setdefault(row[key], []).append(row)
+    return out
+
+
+def load_report_data(db: Path) -> ReportData:
+    """Read every table of the leaderboard file and assemble the report rows."""
+    board = Leaderboard(db)
+    data = ReportData(db=str(db), generated_at=datetime.now(UTC).isoformat(timespec="seconds"))
+    with board.connect(read_only=True) as con:
+        tables = {
+            r[0] for r in con.execute("SELECT table_name FROM information_schema.tables").fetchall()
+        }
+        if "trials" not in tables:  # a file no harness command has written to yet
+            data.reproducibility = _reproducibility([])
+            return data
+        trials = {r["id"]: r for r in _rows(con, "SELECT * FROM trials")}
+
+        def table(name: str, order: str) -> dict[str, list[dict[str, Any]]]:
+            if name not in tables:
+                return {}
+            return _group(_rows(con, f"SELECT * FROM {name} ORDER BY trial_id, {order}"))
+
+        scores = table("scores", "aggregate DESC, task, metric")
+        suite_scores = table("suite_scores", "name")
+        params = table("trial_params", "name")
+        steps = table("align_steps", "step")
+    # Same order as `harness leaderboard` (ok first, best average first), with a stable
+    # tie-break (older first, then name) so equal averages (reused rows) never swap places.
+    ranking = sorted(
+        board.ranking(),
+        key=lambda r: (
+            r["status"] != "ok",
+            r["average"] is None,
+            -(r["average"] or 0.0),
+            r["created_at"],
+            r["name"],
+        ),
+    )
+
+    index, totals = headline_index(), total_parts()
+    names = {tid: t["name"] for tid, t in trials.items()}
+    rank = 0
+    for order, row in enumerate(ranking):
+        trial = trials[row["id"]]
+        status = trial["status"]
+        if status == "ok":
+            rank += 1
+        data.trials.append(
+            _trial(
+                trial,
+                order=order,
+                rank=rank if status == "ok" else None,
+                scores=scores.get(trial["id"], []),
+                summary={r["name"]: _num(r["value"]) for r in suite_scores.get(trial["id"], [])},
+                params=params.get(trial["id"], []),
+                steps=steps.get(trial["id"], []),
+                index=index,
+                totals=totals,
+                names=names,
+            )
+        )
+    _mark_ties(data)
+    data.studies = sorted({t["study"] for t in data.trials if t["study"]})
+    data.merge_methods = sorted({t["merge_method"] for t in data.trials if t["merge_method"]})
+    data.align_methods = sorted({t["align_method"] for t in data.trials if t["align_method"]})
+    data.reproducibility = _reproducibility(list(trials.values()))
+    return data
+
+
+def _cell(
+    key: str,
+    summary: dict[str, float | None],
+    by_task: dict[tuple[str, str], dict[str, Any]],
+    index: dict[str, tuple[str, str]],
+    totals: dict[str, tuple[str, ...]],
+) -> dict[str, Any]:
+    """One headline score: value, stderr, where its data came from, and its state."""
+    row = by_task.get(index.get(key, (key, "")))
+    if key not in summary and row is None:
+        return {"state": "missing", "value": None, "stderr": None, "source": "not evaluated"}
+    value = summary.get(key)
+    if value is None and row is not None:
+        value = _num(row["value"])
+    source = (row or {}).get("data_source") or ""
+    stderr = _num((row or {}).get("stderr"))
+    if stderr is None and key in totals:
+        have = [k for k in totals[key] if summary.get(k) is not None]
+        parts = [_cell(k, summary, by_task, index, {}) for k in have]
+        stderr = _pooled([p["stderr"] for p in parts]) if value is not None else None
+    if value is None:
+        return {"state": "no data", "value": None, "stderr": None, "source": source or "no data"}
+    return {
+        "state": "substitute" if is_substitute(source) else "ok",
+        "value": value,
+        "stderr": stderr,
+        "source": source,
+    }
+
+
+def _trial(
+    trial: dict[str, Any],
+    *,
+    order: int,
+    rank: int | None,
+    scores: list[dict[str, Any]],
+    summary: dict[str, float | None],
+    params: list[dict[str, Any]],
+    steps: list[dict[str, Any]],
+    index: dict[str, tuple[str, str]],
+    totals: dict[str, tuple[str, ...]],
+    names: dict[str, str],
+) -> dict[str, Any]:
+    by_task: dict[tuple[str, str], dict[str, Any]] = {}
+    for s in scores:
+        by_task.setdefault((s["task"], s["metric"]), s)
+    cells = {
+        key: _cell(key, summary, by_task, index, totals)
+        for key, _, _ in SCORE_COLUMNS
+        if key != "average"
+    }
+    cells["h4_partial"] = _cell("h4_partial", summary, by_task, index, totals)
+    cells["average"] = _average(summary, by_task, index, totals)
+    reused = trial.get("reused_from")
+    return {
+        "id": trial["id"],
+        "order": order,
+        "rank": rank,
+        "name": trial["name"],
+        "status": trial["status"],
+        "error": trial.get("error"),
+        "source": trial.get("source"),
+        "study": trial.get("study"),
+        "trial_number": trial.get("trial_number"),
+        "merge_method": trial.get("merge_method"),
+        "align_method": trial.get("align_method"),
+        "objective": _num(trial.get("objective")),
+        "model_ref": trial.get("model_ref"),
+        "reused_from": reused,
+        "reused_from_name": names.get(reused) if reused else None,
+        "num_parameters": trial.get("num_parameters"),
+        "dtype": trial.get("dtype"),
+        "suites": trial.get("suites"),
+        "eval_limit": trial.get("eval_limit"),
+        "recipe_hash": trial.get("recipe_hash"),
+        "created_at": trial["created_at"].isoformat(timespec="seconds")
+        if trial.get("created_at")
+        else None,
+        "build_seconds": _num(trial.get("build_seconds")),
+        "eval_seconds": _num(trial.get("eval_seconds")),
+        "align_seconds": sum(_num(s.get("seconds")) or 0.0 for s in steps) or None,
+        "harness_commit": trial.get("harness_commit"),
+        "versions": _json_or_empty(trial.get("versions")),
+        "task_versions": _json_or_empty(trial.get("task_versions")),
+        "cells": cells,
+        "summary": summary,
+        "recipe": split_recipe(trial.get("recipe_yaml")),
+        "params": {p["name"]: _param_value(p["value"], p["value_text"]) for p in params},
+        "subjects": _subjects(scores),
+        "scores": [_score_row(s) for s in scores],
+        "align_steps": [_step_row(s) for s in steps],
+        "tie": None,  # set by _mark_ties: "leader" | "tied" | None
+        "tie_note": None,
+    }
+
+
+def _average(
+    summary: dict[str, float | None],
+    by_task: dict[tuple[str, str], dict[str, Any]],
+    index: dict[str, tuple[str, str]],
+    totals: dict[str, tuple[str, ...]],
+) -> dict[str, Any]:
+    """Same mean as ``Leaderboard.ranking`` (benchmarks with data), with a pooled stderr."""
+    parts = {k: _cell(k, summary, by_task, index, totals) for k in AVERAGED}
+    have = {k: c for k, c in parts.items() if c["value"] is not None}
+    if not have:
+        state = "missing" if all(c["state"] == "missing" for c in parts.values()) else "no data"
+        return {"state": state, "value": None, "stderr": None, "source": "no benchmark has data"}
+    missing = [k for k, c in parts.items() if c["state"] == "no data"]
+    substitutes = [k for k, c in have.items() if c["state"] == "substitute"]
+    source = f"mean of {', '.join(have)}"
+    if missing:
+        source += f"; no data for {', '.join(missing)}"
+    if substitutes:
+        source += f"; substitute data for {', '.join(substitutes)}"
+    return {
+        "state": "substitute" if substitutes else "ok",
+        "value": sum(c["value"] for c in have.values()) / len(have),
+        "stderr": _pooled([c["stderr"] for c in have.values()]),
+        "source": source,
+    }
+
+
+def _mark_ties(data: ReportData) -> None:
+    """Rows within the combined stderr of the leader on the ranking metric (the average)."""
+    ranked = [
+        t
+        for t in data.trials
+        if t["rank"] is not None and t["cells"]["average"]["value"] is not None
+    ]
+    if not ranked:
+        return
+    leader = ranked[0]
+    data.leader_id = leader["id"]
+    leader["tie"] = "leader"
+    lead = leader["cells"]["average"]
+    for row in ranked[1:]:
+        cell = row["cells"]["average"]
+        if lead["stderr"] is None or cell["stderr"] is None:
+            continue  # no stderr: we cannot say it is tied, so we don't mark it
+        gap = abs(lead["value"] - cell["value"])
+        bound = math.sqrt(lead["stderr"] ** 2 + cell["stderr"] ** 2)
+        if gap <= bound:
+            row["tie"] = "tied"
+            row["tie_note"] = (
+                f"average within stderr of the leader: |Δ| = {gap * 100:.2f} ≤ {bound * 100:.2f}"
+            )
+
+
+def _subjects(scores: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per-subject rows of MMLU and KMMLU (leaf tasks, headline metric ``acc``)."""
+    out = []
+    for prefix, label in SUBJECT_FAMILIES:
+        rows = [
+            {
+                "subject": s["task"].removeprefix(f"{prefix}_"),
+                "task": s["task"],
+                "value": _num(s["value"]),
+                "stderr": _num(s["stderr"]),
+                "n_samples": s["n_samples"],
+                "source": s["data_source"] or "",
+                "substitute": is_substitute(s["data_source"]),
+            }
+            for s in scores
+            if s["task"].startswith(f"{prefix}_") and not s["aggregate"] and s["metric"] == "acc"
+        ]
+        if rows:
+            out.append({"family": label, "rows": rows})
+    return out
+
+
+def _score_row(s: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "task": s["task"],
+        "metric": s["metric"],
+        "value": _num(s["value"]),
+        "stderr": _num(s["stderr"]),
+        "n_samples": s["n_samples"],
+        "num_fewshot": s["num_fewshot"],
+        "suite": s["suite"],
+        "aggregate": bool(s["aggregate"]),
+        "source": s["data_source"] or "",
+        "substitute": is_substitute(s["data_source"]),
+    }
+
+
+def _step_row(s: dict[str, Any]) -> dict[str, Any]:
+    row = {k: v for k, v in s.items() if k not in ("trial_id", "metrics")}
+    for key in ("seconds", "loss", "rewards_chosen", "rewards_rejected", "rewards_margins"):
+        row[key] = _num(row.get(key))
+    row["rewards_accuracies"] = _num(row.get("rewards_accuracies"))
+    row["metrics"] = finite(_json_or_empty(s.get("metrics")))
+    return row
+
+
+def _reproducibility(trials: list[dict[str, Any]]) -> dict[str, Any]:
+    """Footer facts: which code and libraries produced the numbers, and when."""
+    commits = sorted({t["harness_commit"] for t in trials if t.get("harness_commit")})
+    version_sets: dict[str, int] = {}
+    for t in trials:
+        versions = _json_or_empty(t.get("versions"))
+        if versions:
+            shown = {k: versions.get(k, "?") for k in TRACKED_VERSIONS if k in versions}
+            key = json.dumps(shown, sort_keys=True)
+            version_sets[key] = version_sets.get(key, 0) + 1
+    task_versions: dict[str, set[str]] = {}
+    for t in trials:
+        for task, version in _json_or_empty(t.get("task_versions")).items():
+            task_versions.setdefault(task, set()).add(str(version))
+    # Group tasks by version so 57 MMLU subjects at "1.0" take one line, not 57.
+    by_version: dict[str, list[str]] = {}
+    for task, versions in sorted(task_versions.items()):
+        by_version.setdefault(", ".join(sorted(versions)), []).append(task)
+    return {
+        "trial_commits": commits,
+        "report_commit": harness_commit(),
+        "library_versions": [
+            {"versions": json.loads(k), "trials": n}
+            for k, n in sorted(version_sets.items(), key=lambda kv: -kv[1])
+        ],
+        "task_versions": [{"version": v, "tasks": ts} for v, ts in sorted(by_version.items())],
+    }
+
+
+def require_db(db: Path) -> None:
+    if not db.exists():
+        raise HarnessError(
+            f"no leaderboard database at {db}",
+            "run `harness eval` or `harness search` first, or pass --db",
+        )
+    if db.is_dir():
+        raise HarnessError(f"--db {db} is a directory", "pass the .duckdb file")
