@@ -248,7 +248,7 @@ def leaderboard(
     db: DbOption = DEFAULT_DB,
     top: Annotated[int | None, typer.Option(help="Show the best K rows.")] = None,
     fmt: Annotated[str, typer.Option("--format", help="table | json | csv.")] = "table",
-    sort: Annotated[str, typer.Option(help="Column to rank by.")] = "average",
+    sort: Annotated[str, typer.Option(help="Column to rank by (auto: average, else objective).")] = "auto",
     trial: Annotated[str | None, typer.Option(help="Show every score of one trial id.")] = None,
 ) -> None:
     """Print the ranking from the DuckDB leaderboard."""
@@ -343,12 +343,16 @@ def _print_summary(summary: dict[str, float | None]) -> None:
 
 
 def _print_ranking(rows: list[dict[str, Any]], db: Path) -> None:
-    from harness.record import SUITE_COLUMNS
 
     if not rows:
         Console().print(f"no trials in {db} yet")
         return
-    present = [c for c in SUITE_COLUMNS if any(r.get(c) is not None for r in rows)]
+    fixed = {"id", "name", "status", "error", "source", "study", "trial_number", "merge_method", "align_method",
+             "objective", "reused_from", "num_parameters", "eval_limit", "created_at", "average"}
+    scored = [c for c in rows[0] if c not in fixed]
+    present = [c for c in scored if any(r.get(c) is not None for r in rows)]
+    if any(r.get("objective") is not None for r in rows):
+        present.insert(0, "objective")
     table = Table(title=f"leaderboard ({db})")
     for col in ["#", "id", "name", "status", "average", *present, "source"]:
         table.add_column(col, justify="right" if col in ("#", "average", *present) else "left")

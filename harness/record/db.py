@@ -334,45 +334,45 @@ class Leaderboard:
                 ).fetchall()
             )
 
-    def ranking(
-        self, top: int | None = None, sort: str = "average", study: str | None = None
-    ) -> list[dict[str, Any]]:
-        """Trials with one column per headline score, best first (failed trials last)."""
+    def ranking(self, top: int | None = None, sort: str = "auto", study: str | None = None) -> list[dict[str, Any]]:
+        """Trials with one column per headline score, best first (failed trials last).
+
+        ``sort="auto"`` ranks by the benchmark average when rows have one, else by the
+        search objective (e.g. a demo proxy suite that has no leaderboard benchmark).
+        """
         if not self.path.exists():
             return []
-        pivot = ", ".join(
-            f"max(CASE WHEN s.name = '{c}' THEN s.value END) AS {c}" for c in SUITE_COLUMNS
-        )
         with self.connect(read_only=True) as con:
-            rows = con.execute(
-                f"""
-                SELECT t.id, t.name, t.status, t.error, t.source, t.study, t.trial_number,
-                       t.merge_method, t.align_method, t.objective, t.reused_from,
-                       t.num_parameters, t.eval_limit, t.created_at, {pivot}
-                FROM trials t LEFT JOIN suite_scores s ON s.trial_id = t.id
-                WHERE ? IS NULL OR t.study = ?
-                GROUP BY ALL
-            """,
+            cur = con.execute(
+                """SELECT id, name, status, error, source, study, trial_number, merge_method, align_method,
+                          objective, reused_from, num_parameters, eval_limit, created_at
+                   FROM trials WHERE ? IS NULL OR study = ? ORDER BY created_at""",
                 [study, study],
-            ).fetchall()
-            columns = [d[0] for d in con.description]
-        records = [dict(zip(columns, r, strict=True)) for r in rows]
+            )
+            columns = [d[0] for d in cur.description]
+            records = [dict(zip(columns, r, strict=True)) for r in cur.fetchall()]
+            scores = con.execute("SELECT trial_id, name, value FROM suite_scores").fetchall()
+        names = list(SUITE_COLUMNS) + sorted({n for _, n, _ in scores} - set(SUITE_COLUMNS))
+        by_trial: dict[str, dict[str, float | None]] = {}
+        for trial_id, name, value in scores:
+            by_trial.setdefault(trial_id, {})[name] = value
         for rec in records:
-            present = [rec[c] for c in AVERAGED if rec.get(c) is not None]
+            values = by_trial.get(rec["id"], {})
+            rec.update({n: values.get(n) for n in names})
+            present = [values[c] for c in AVERAGED if values.get(c) is not None]
             rec["average"] = sum(present) / len(present) if present else None
             rec["created_at"] = rec["created_at"].isoformat(timespec="seconds")
+        if sort == "auto":
+            sort = "average" if any(r["average"] is not None for r in records) else "objective"
         if records and sort not in records[0]:
             raise HarnessError(f"cannot sort by {sort!r}", f"use one of: {', '.join(records[0])}")
 
         def key(rec: dict[str, Any]) -> tuple:
             value = rec.get(sort)
-            return (
-                rec["status"] != "ok",
-                value is None,
-                -(value or 0) if isinstance(value, int | float) else 0,
-            )
+            number = -value if isinstance(value, int | float) else 0
+            return (rec["status"] != "ok", value is None, number)
 
-        records.sort(key=key)
+        records.sort(key=key)  # stable: ties keep creation order
         return records[:top] if top else records
 
     def scores(self, trial_id: str) -> list[dict[str, Any]]:

@@ -69,7 +69,7 @@ class SearchRunner:
         self.console = console or Console(stderr=True)
         self.study_name = options.study_name or space.name
         self.limit = options.limit if options.limit is not None else space.limit
-        self.suites = ",".join(space.suites)
+        self.suites = ",".join(space.suite_names)
         self.board = Leaderboard(options.db)
         self.board.check_writable()
         default_storage = options.db.parent / f"optuna-{self.study_name}.journal"
@@ -189,7 +189,7 @@ class SearchRunner:
             result = evaluate_model(
                 built.model,
                 built.tokenizer,
-                self.space.suites,
+                self.space.suite_names,
                 limit=self.limit,
                 data_dir=data_dir,
                 batch_size=self.space.batch_size,

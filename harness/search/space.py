@@ -75,6 +75,40 @@ class ObjectiveSpec(BaseModel):
         return [sum(summary[k] * w for k, w in weights.items()) / sum(weights.values())]  # type: ignore[operator]
 
 
+class PartSpec(BaseModel):
+    """One lm-eval task of a suite defined in the space file."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    task: str
+    num_fewshot: int | None = None
+    metric: str | None = None
+    key: str | None = Field(default=None, description="Summary key (default: the task name).")
+    average: Literal["lm_eval", "macro"] = "lm_eval"
+
+
+class SuiteSpec(BaseModel):
+    """A suite defined as data in the space file (e.g. a cheap proxy for a CPU search)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    description: str = ""
+    parts: list[PartSpec]
+    total: str | None = Field(default=None, description="Summary key for the mean of the parts.")
+
+    def register(self) -> str:
+        from harness.evaluate import SUITES, Part, Suite, Total
+
+        parts = tuple(Part(p.task, p.num_fewshot, p.metric, {p.key or p.task: p.average}) for p in self.parts)
+        total = Total(self.total, tuple(p.key or p.task for p in self.parts)) if self.total else None
+        suite = Suite(self.name, self.description or f"suite {self.name} from a search space", parts, total)
+        if SUITES.get(self.name, suite) != suite:
+            raise HarnessError(f"suite {self.name!r} is already defined differently", "give the suite another name")
+        SUITES[self.name] = suite
+        return self.name
+
+
 class SamplerSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -97,7 +131,7 @@ class SearchSpace(BaseModel):
     align: dict[str, Any] | None = Field(
         default=None, description="Alignment search (DPO/sDPO): next issue."
     )
-    suites: list[str]
+    suites: list[str | SuiteSpec]
     limit: int | None = Field(
         default=None, description="Questions per task (documented CPU budget)."
     )
@@ -106,6 +140,10 @@ class SearchSpace(BaseModel):
     dtype: str = "float32"
     objective: ObjectiveSpec
     sampler: SamplerSpec = Field(default_factory=SamplerSpec)
+
+    @property
+    def suite_names(self) -> list[str]:
+        return [s if isinstance(s, str) else s.name for s in self.suites]
 
     def template(self, method: str) -> dict[str, Any]:
         """The method's template with $aliases replaced by model references."""
@@ -157,7 +195,10 @@ def validate_space(space: SearchSpace, where: str) -> None:
         raise HarnessError(
             f"{where}: align search is not available in this version", "remove the align part"
         )
-    suites = parse_suites(",".join(space.suites))
+    for suite in space.suites:
+        if isinstance(suite, SuiteSpec):
+            suite.register()
+    suites = parse_suites(space.suite_names)
     produced = summary_keys(suites)
     for key in space.objective.keys:
         if key not in produced:
