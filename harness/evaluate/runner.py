@@ -1,0 +1,368 @@
+"""Run a plan with lm-eval on an already loaded model and turn its output into Scores."""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from harness.evaluate.datasources import data_roots
+from harness.evaluate.results import EvalResult, Score
+from harness.evaluate.suites import Suite, resolve_suites
+from harness.evaluate.tasks import EvalPlan, Node, Target, build_plan, run_task_manager
+
+_NON_METRIC_KEYS = {"alias", "name", "sample_len", "sample_count"}
+
+
+def plan_evaluation(suites: Sequence[str], *, data_dir: Path | None = None) -> EvalPlan:
+    """Validate suites and resolve every task's data; writes the generated YAML folder.
+
+    Cheap (no model): bad suite names and bad local data fail here, before any heavy work.
+    """
+    return build_plan(resolve_suites(suites), data_roots(data_dir))
+
+
+def evaluate_model(
+    model: Any,
+    tokenizer: Any,
+    suites: Sequence[str],
+    *,
+    limit: int | None = None,
+    data_dir: Path | None = None,
+    batch_size: int = 8,
+    progress: bool = True,
+    device: str | None = None,
+) -> EvalResult:
+    """Score a loaded ``PreTrainedModel`` on suites with lm-eval (one HFLM, no reloads).
+
+    ``limit`` caps documents per lm-eval task (quick runs). Tasks without data anywhere
+    yield rows with value None and a ``data_source`` saying why; the rest still runs.
+    ``device`` moves the model there first (lm-eval uses the model's own device).
+    """
+    import lm_eval
+    from lm_eval.models.huggingface import HFLM
+
+    started = time.perf_counter()
+    plan = plan_evaluation(suites, data_dir=data_dir)
+    if plan.runs:
+        task_manager = run_task_manager(str(plan.include_dir) if plan.include_dir else None)
+    if device is not None:
+        model.to(device)
+    was_training = bool(getattr(model, "training", False))
+    results: list[tuple[int | None, dict[str, Any]]] = []
+    try:
+        with _progress(progress):
+            if plan.runs:  # wrapped once for every run; nothing to wrap when nothing has data
+                model.eval()
+                lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size)
+            for run in plan.runs:
+                out = lm_eval.simple_evaluate(
+                    model=lm,
+                    tasks=list(run.tasks),
+                    num_fewshot=run.num_fewshot,
+                    limit=limit,
+                    task_manager=task_manager,
+                    log_samples=False,
+                )
+                if out is not None:
+                    results.append((run.num_fewshot, out))
+    finally:
+        if was_training:
+            model.train()
+    result = collect(plan, results)
+    result.limit = limit
+    result.seconds = time.perf_counter() - started
+    return result
+
+
+def _silenced(bar: Any) -> Any:
+    # Callers pass disable= themselves (HFLM does), so force it rather than default it.
+    def make(*args: Any, **kwargs: Any) -> Any:
+        kwargs["disable"] = True
+        return bar(*args, **kwargs)
+
+    return make
+
+
+@contextmanager
+def _progress(enabled: bool) -> Iterator[None]:
+    """progress=False: silence lm-eval's and datasets' bars for the duration of the call."""
+    if enabled:
+        yield
+        return
+    import datasets
+    import lm_eval.api.model
+    import lm_eval.api.task
+    import lm_eval.models.huggingface
+    from datasets.utils.logging import is_progress_bar_enabled
+
+    # lm-eval creates its bars without a switch (task request building), so swap the name
+    # its modules import for a disabled one; restored on exit.
+    modules = [lm_eval.api.task, lm_eval.api.model, lm_eval.models.huggingface]
+    saved = [m.tqdm for m in modules]
+    bars_were_on = is_progress_bar_enabled()
+    try:
+        for module, original in zip(modules, saved, strict=True):
+            module.tqdm = _silenced(original)
+        datasets.disable_progress_bars()
+        yield
+    finally:
+        for module, original in zip(modules, saved, strict=True):
+            module.tqdm = original
+        if bars_were_on:
+            datasets.enable_progress_bars()
+
+
+# --------------------------------------------------------------------------- results
+
+
+def _number(value: Any) -> float | None:
+    """lm-eval values -> float; "N/A", None and NaN -> None."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    value = float(value)
+    return None if math.isnan(value) else value
+
+
+def _node_index(plan: EvalPlan) -> dict[str, Node]:
+    index: dict[str, Node] = {}
+    for target in plan.targets.values():
+        for node in target.node.walk():
+            index.setdefault(node.name, node)
+    return index
+
+
+def describe(node: Node) -> str:
+    """data_source text for a leaf (its own) or a group (summary of its leaves)."""
+    if node.kind == "task":
+        return node.source.data_source if node.source else ""
+    leaves = node.leaves()
+    have = [leaf for leaf in leaves if leaf.has_data]
+    missing = [leaf for leaf in leaves if not leaf.has_data]
+    if not have:
+        first = missing[0].source.data_source if missing and missing[0].source else "no data"
+        return f"no data: none of {len(leaves)} subtasks has data (e.g. {missing[0].name}: " + (
+            first.removeprefix("no data: ") + ")"
+        )
+    origins = "+".join(sorted({leaf.source.origin for leaf in have if leaf.source}))
+    notes = sorted({n for leaf in have if leaf.source for n in leaf.source.notes})
+    text = f"{origins}: {len(have)} subtasks"
+    if missing:
+        shown = ", ".join(leaf.name for leaf in missing[:5])
+        more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""
+        text = (
+            f"partial: {len(have)} of {len(leaves)} subtasks have data ({origins}); no data for {shown}{more}"
+        )
+    if notes:
+        text += f" ({'; '.join(notes)})"
+    return text
+
+
+def collect(plan: EvalPlan, outputs: list[tuple[int | None, dict[str, Any]]]) -> EvalResult:
+    """lm-eval outputs + plan -> Score rows (no-data rows included) and headline summary."""
+    nodes = _node_index(plan)
+    suite_of_name: dict[tuple[str, int | None], str] = {}
+    for target in plan.targets.values():
+        for node in target.node.walk():
+            suite_of_name.setdefault((node.name, target.num_fewshot), target.suite)
+
+    result = EvalResult()
+    seen: set[tuple[str, str, int | None]] = set()
+    # (task, run few-shot) -> {metric: (value, stderr, n)} for headline computations.
+    values: dict[tuple[str, int | None], dict[str, tuple[float | None, float | None, int | None]]] = {}
+
+    def add(score: Score, run_shots: int | None) -> None:
+        key = (score.task, score.metric, run_shots)
+        if key in seen:
+            return
+        seen.add(key)
+        result.scores.append(score)
+        values.setdefault((score.task, run_shots), {})[score.metric] = (
+            score.value,
+            score.stderr,
+            score.n_samples,
+        )
+
+    for run_shots, out in outputs:
+        n_samples = out.get("n-samples", {})
+        n_shot = out.get("n-shot", {})
+        groups = set(out.get("groups", {}))
+        for name, version in out.get("versions", {}).items():
+            result.task_versions[name] = str(version)
+        for name, metrics in out.get("results", {}).items():
+            node = nodes.get(name)
+            is_group = name in groups or (node is not None and node.kind != "task")
+            count = (n_samples.get(name) or {}).get("effective", metrics.get("sample_len"))
+            shots = n_shot.get(name, run_shots)
+            if is_group and node is not None:
+                leaf_shots = {n_shot.get(leaf.name) for leaf in node.leaves() if leaf.has_data}
+                shots = leaf_shots.pop() if len(leaf_shots) == 1 else run_shots
+            for key, raw in metrics.items():
+                if key in _NON_METRIC_KEYS or "," not in key:
+                    continue
+                metric, filt = key.split(",", 1)
+                if metric.endswith("_stderr"):
+                    continue
+                label = metric if filt == "none" else f"{metric},{filt}"
+                add(
+                    Score(
+                        task=name,
+                        metric=label,
+                        value=_number(raw),
+                        stderr=_number(metrics.get(f"{metric}_stderr,{filt}")),
+                        n_samples=int(count) if isinstance(count, int | float) else None,
+                        num_fewshot=shots,
+                        data_source=describe(node) if node is not None else "",
+                        suite=suite_of_name.get((name, run_shots)),
+                        aggregate=is_group,
+                    ),
+                    run_shots,
+                )
+
+    # Rows for what had no data anywhere: leaves and groups with no runnable subtask.
+    for target in plan.targets.values():
+        for node in target.node.walk():
+            if node.has_data or node.kind == "tag":
+                continue
+            for metric in node.metrics():
+                add(
+                    Score(
+                        task=node.name,
+                        metric=metric,
+                        value=None,
+                        num_fewshot=target.num_fewshot,
+                        data_source=describe(node),
+                        suite=suite_of_name.get((node.name, target.num_fewshot), target.suite),
+                        aggregate=node.kind != "task",
+                    ),
+                    target.num_fewshot,
+                )
+
+    for suite in plan.suites:
+        _headlines(plan, suite, values, result, add)
+    return result
+
+
+def _lm_eval_aggregates(node: Node) -> bool:
+    """Whether lm-eval reports a number for the node itself (tasks, aggregating groups)."""
+    return node.kind == "task" or (node.kind == "group" and bool(node.metrics()))
+
+
+def _first_metric(node: Node) -> str | None:
+    """Headline metric when a part names none: lm-eval's first for the node or its tasks."""
+    if _lm_eval_aggregates(node):
+        return node.metrics()[0]
+    leaves = [leaf for leaf in node.leaves() if leaf.metrics()]
+    return leaves[0].metrics()[0] if leaves else None
+
+
+def _macro(
+    node: Node, metric: str, shots: int | None, values: dict[tuple[str, int | None], dict[str, Any]]
+) -> tuple[float | None, float | None, int | None]:
+    """Unweighted mean of a metric over the leaves that produced it (stderr of that mean)."""
+    got = [values.get((leaf.name, shots), {}).get(metric) for leaf in node.leaves()]
+    got = [g for g in got if g is not None and g[0] is not None]
+    if not got:
+        return None, None, None
+    mean = sum(g[0] for g in got) / len(got)
+    errors = [g[1] for g in got]
+    stderr = math.sqrt(sum(e * e for e in errors)) / len(got) if all(e is not None for e in errors) else None
+    return mean, stderr, sum(g[2] or 0 for g in got)
+
+
+def _headlines(
+    plan: EvalPlan,
+    suite: Suite,
+    values: dict[tuple[str, int | None], dict[str, Any]],
+    result: EvalResult,
+    add: Any,
+) -> None:
+    summary = result.summary
+    sources: dict[str, str] = {}
+    for part in suite.parts:
+        target: Target = plan.part_target(part)
+        node = target.node
+        metric = part.metric or _first_metric(node)
+        for key, how in (part.headlines or {part.task: "lm_eval"}).items():
+            sources[key] = describe(node)
+            if metric is None:
+                summary.setdefault(key, None)
+                continue
+            # Tags and non-aggregating groups have no lm-eval number: use the macro mean.
+            if how == "macro" or not _lm_eval_aggregates(node):
+                value, stderr, count = _macro(node, metric, part.num_fewshot, values)
+                add(
+                    Score(
+                        task=node.name,
+                        metric=f"{metric}_macro",
+                        value=value,
+                        stderr=stderr,
+                        n_samples=count,
+                        num_fewshot=part.num_fewshot,
+                        data_source=describe(node) + " [unweighted mean over subtasks]",
+                        suite=suite.name,
+                        aggregate=True,
+                    ),
+                    part.num_fewshot,
+                )
+            else:
+                value = values.get((node.name, part.num_fewshot), {}).get(metric, (None,))[0]
+            summary.setdefault(key, value)
+    if suite.total is not None:
+        _total(suite, summary, sources, add)
+
+
+def _total(suite: Suite, summary: dict[str, float | None], sources: dict[str, str], add: Any) -> None:
+    total = suite.total
+    assert total is not None
+    parts = {k: summary.get(k) for k in total.of}
+    have = {k: v for k, v in parts.items() if v is not None}
+    missing = [k for k in total.of if k not in have]
+    mean = sum(have.values()) / len(have) if have else None
+    # Substitute data (other splits) is named on the total too: it changes comparability.
+    substituted = [k for k in have if "instead of" in sources.get(k, "")]
+    note = f"; substitute data for {', '.join(substituted)}" if substituted else ""
+    if not missing:
+        summary[total.key] = mean
+        add(
+            Score(
+                task=total.key,
+                metric="mean",
+                value=mean,
+                data_source=f"mean of {', '.join(total.of)}{note}",
+                suite=suite.name,
+                aggregate=True,
+            ),
+            None,
+        )
+        return
+    reasons = "; ".join(f"{k}: {sources.get(k, 'no data')}" for k in missing)
+    summary[total.key] = None
+    summary[total.partial_key] = mean
+    add(
+        Score(
+            task=total.key,
+            metric="mean",
+            value=None,
+            data_source=f"no data: missing parts {', '.join(missing)} ({reasons})",
+            suite=suite.name,
+            aggregate=True,
+        ),
+        None,
+    )
+    add(
+        Score(
+            task=total.partial_key,
+            metric="mean",
+            value=mean,
+            data_source=(
+                f"partial: mean of {', '.join(have) or 'nothing'}; missing {', '.join(missing)}{note}"
+            ),
+            suite=suite.name,
+            aggregate=True,
+        ),
+        None,
+    )

@@ -1,0 +1,239 @@
+"""evaluate_model on a tiny real Llama: prompts, scores vs the lm-eval CLI, aggregates."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+from unittest import mock
+
+import datasets
+import pytest
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from harness.evaluate import EvalResult, Score, evaluate_model, plan_evaluation
+from harness.evaluate.tasks import default_task_index, run_task_manager
+from tests.fixtures.evaluate_data import (
+    HERE,
+    KMMLU_SUBJECTS,
+    build_data_dir,
+    isolated_eval_env,
+    read_jsonl,
+)
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def env(tmp_path_factory) -> Path:
+    with isolated_eval_env(tmp_path_factory.mktemp("home"), tmp_path_factory.mktemp("hf_cache")) as home:
+        yield home
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory) -> Path:
+    return build_data_dir(tmp_path_factory.mktemp("eval_data"))
+
+
+@pytest.fixture(scope="module")
+def tiny(tiny_models) -> tuple[Path, Any, Any]:
+    path = tiny_models["base"]
+    return path, AutoModelForCausalLM.from_pretrained(path), AutoTokenizer.from_pretrained(path)
+
+
+def _rows(result: EvalResult, task: str) -> dict[str, Score]:
+    return {s.metric: s for s in result.scores if s.task == task}
+
+
+# --------------------------------------------------------------------------- prompts
+
+
+def _official_task(name: str, splits: dict[str, list[dict]]):
+    """lm-eval's own task config for ``name`` with only its documents swapped in memory."""
+    from lm_eval.api.task import ConfigurableTask
+    from lm_eval.tasks._yaml_loader import load_yaml
+
+    cfg = load_yaml(default_task_index()[name].yaml_path)
+    for key in ("tag", "group", "task_list"):
+        cfg.pop(key, None)
+    docs = datasets.DatasetDict({k: datasets.Dataset.from_list(v) for k, v in splits.items()})
+
+    def download(self, *args, **kwargs) -> None:
+        self.dataset = docs
+
+    with mock.patch.object(ConfigurableTask, "download", download):
+        return ConfigurableTask(config=cfg)
+
+
+def _requests(task, shots: int) -> list[tuple[int, int, tuple]]:
+    task.set_config(key="num_fewshot", value=shots)
+    task.set_fewshot_seed(seed=1234)  # simple_evaluate's default fewshot_random_seed
+    task.build_all_requests(limit=None, rank=0, world_size=1)
+    return sorted((i.doc_id, i.idx, i.args) for i in task.instances)
+
+
+def _ours(plan, name: str):
+    return run_task_manager(str(plan.include_dir)).load([name])["tasks"][name]
+
+
+def _csv_rows(name: str) -> list[dict]:
+    return datasets.load_dataset("csv", data_files=str(HERE / "kmmlu/data" / name))["train"].to_list()
+
+
+def test_mmlu_and_kmmlu_prompts_equal_lm_eval_own(data: Path) -> None:
+    plan = plan_evaluation(["mmlu_anatomy", "kmmlu_accounting"], data_dir=data)
+    dev = [r for r in read_jsonl("mmlu_dev.jsonl") if r["subject"] == "anatomy"]
+    test = [r for r in read_jsonl("mmlu_test.jsonl") if r["subject"] == "anatomy"]
+    official = _official_task("mmlu_anatomy", {"test": test, "dev": dev})
+    assert _requests(_ours(plan, "mmlu_anatomy"), 5) == _requests(official, 5)
+
+    kmmlu = {s: _csv_rows(f"{KMMLU_SUBJECTS[0]}-{s}.csv") for s in ("test", "dev")}
+    task = _ours(plan, "kmmlu_accounting")
+    ours = _requests(task, 5)
+    assert ours == _requests(_official_task("kmmlu_accounting", kmmlu), 5)
+    first_doc = [args for doc_id, _, args in ours if doc_id == 0]
+    assert [c for _, c in first_doc] == [" A", " B", " C", " D"]
+    context = first_doc[0][0]
+    assert context.endswith("매출원가가 속하는 항목은?\nA. 자산\nB. 비용\nC. 부채\nD. 자본\n정답：")
+    assert task.doc_to_target(task.eval_docs[0]) == 1  # CSV answer 2 -> index answer-1
+    assert context.count("정답：") == 6  # five dev examples, then the question
+
+
+def test_arc_hellaswag_truthfulqa_prompts_equal_lm_eval_own(data: Path) -> None:
+    plan = plan_evaluation(["h4"], data_dir=data)
+    arc = read_jsonl("arc_challenge.jsonl")
+    hellaswag = read_jsonl("hellaswag.jsonl")
+    cases = {
+        "arc_challenge": {"test": arc, "train": arc, "validation": arc},
+        "hellaswag": {"validation": hellaswag, "train": hellaswag},
+        "truthfulqa_mc2": {"validation": read_jsonl("truthfulqa_mc.jsonl")},
+    }
+    for name, splits in cases.items():
+        assert _requests(_ours(plan, name), 0) == _requests(_official_task(name, splits), 0), name
+
+
+@pytest.mark.parametrize("name", ["arc_challenge", "hellaswag"])
+def test_substitute_fewshot_uses_lm_eval_formatting_and_never_the_question(data: Path, name: str) -> None:
+    """Few-shot comes from the evaluated split: blocks are lm-eval's, the question is not."""
+    plan = plan_evaluation(["h4"], data_dir=data)
+    ours = _ours(plan, name)
+    pool = list(ours.fewshot_docs())
+    formatted = {
+        ours.doc_to_text(d) + ours.config.target_delimiter + ours.doc_to_choice(d)[ours.doc_to_target(d)]
+        for d in pool
+    }
+    for doc_id, _, (context, _) in _requests(ours, 3):
+        blocks = context.split(ours.config.fewshot_delimiter)
+        question = ours.doc_to_text(ours.eval_docs[doc_id])
+        assert blocks[-1] == question and len(blocks) == 4
+        assert all(b in formatted for b in blocks[:-1])
+        own = question + ours.config.target_delimiter
+        assert not any(b.startswith(own) for b in blocks[:-1])
+
+
+# --------------------------------------------------------------------------- scores
+
+
+def _cli(model_dir: Path, args: list[str], out: Path) -> dict[str, Any]:
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    cmd = [sys.executable, "-m", "lm_eval", "--model", "hf"]
+    cmd += ["--model_args", f"pretrained={model_dir}", "--device", "cpu", "--output_path", str(out)]
+    proc = subprocess.run(cmd + args, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    files = sorted(out.rglob("results_*.json"))
+    assert files, proc.stderr[-2000:]
+    return json.loads(files[-1].read_text())
+
+
+def test_scores_equal_lm_eval_cli(data: Path, tiny, tmp_path) -> None:
+    model_dir, model, tokenizer = tiny
+    suites = ["h4", "kmmlu"]
+    limit = 3
+    result = evaluate_model(model, tokenizer, suites, limit=limit, data_dir=data, progress=False)
+    plan = plan_evaluation(suites, data_dir=data)
+    assert len(plan.runs) == 4  # 25-, 10-, 5- (mmlu + kmmlu together) and 0-shot
+    ours = {(s.task, s.metric, s.num_fewshot): s for s in result.scores if s.value is not None}
+    compared = 0
+    for i, run in enumerate(plan.runs):
+        cli = _cli(model_dir, plan.lm_eval_cli_args(run, limit=limit), tmp_path / f"run{i}")
+        shots = cli["n-shot"]
+        for task, metrics in cli["results"].items():
+            for key, value in metrics.items():
+                if "," not in key or "_stderr" in key:
+                    continue
+                metric = key.split(",")[0]
+                n = shots.get(task, run.num_fewshot)
+                if task in cli.get("groups", {}):
+                    n = run.num_fewshot
+                score = ours[(task, metric, n)]
+                assert score.value == pytest.approx(value, abs=1e-9), (task, metric)
+                stderr = metrics.get(f"{metric}_stderr,none")
+                if isinstance(stderr, float):
+                    assert score.stderr == pytest.approx(stderr, abs=1e-9), (task, metric)
+                if task in cli["n-samples"]:
+                    assert score.n_samples == cli["n-samples"][task]["effective"]
+                compared += 1
+        for task, version in cli["versions"].items():
+            assert result.task_versions[task] == str(version)
+    assert compared >= 15
+    assert result.limit == limit and result.seconds > 0
+
+
+def test_mmlu_micro_and_macro_from_subjects(data: Path, tiny) -> None:
+    _, model, tokenizer = tiny
+    result = evaluate_model(model, tokenizer, ["mmlu"], data_dir=data, progress=False)
+    subjects = [_rows(result, f"mmlu_{s}")["acc"] for s in ("anatomy", "astronomy", "business_ethics")]
+    assert [s.n_samples for s in subjects] == [6, 5, 4]  # unequal sizes: micro != macro
+    micro = sum(s.value * s.n_samples for s in subjects) / sum(s.n_samples for s in subjects)
+    macro = sum(s.value for s in subjects) / 3
+    assert result.summary["mmlu"] == pytest.approx(micro, abs=1e-12)
+    assert result.summary["mmlu_macro"] == pytest.approx(macro, abs=1e-12)
+    group = _rows(result, "mmlu")
+    assert group["acc"].aggregate and group["acc"].n_samples == 15
+    assert group["acc_macro"].value == result.summary["mmlu_macro"]
+    assert group["acc"].data_source.startswith("partial: 3 of 57 subtasks have data (user)")
+    # Subjects without data are rows with None, never dropped and never 0.
+    missing = _rows(result, "mmlu_world_religions")["acc"]
+    assert missing.value is None and missing.data_source.startswith("no data: MMLU")
+    humanities = _rows(result, "mmlu_humanities")["acc"]
+    assert humanities.value is None and humanities.aggregate
+
+
+def test_h4_is_none_with_partial_when_a_part_has_no_data(tmp_path, tiny, capfd) -> None:
+    _, model, tokenizer = tiny
+    data = build_data_dir(tmp_path / "data", parts=("mmlu", "arc", "hellaswag"))
+    capfd.readouterr()
+    result = evaluate_model(model, tokenizer, ["h4"], limit=2, data_dir=data, progress=False)
+    assert "it/s]" not in capfd.readouterr().err  # progress=False: no bars
+    summary = result.summary
+    assert summary["h4"] is None
+    assert summary["truthfulqa_mc2"] is None
+    parts = [summary["arc_challenge"], summary["hellaswag"], summary["mmlu_macro"]]
+    assert all(v is not None for v in parts)
+    assert summary["h4_partial"] == pytest.approx(sum(parts) / 3)
+    h4 = _rows(result, "h4")["mean"]
+    assert h4.value is None and "missing parts truthfulqa_mc2" in h4.data_source
+    partial = _rows(result, "h4_partial")["mean"]
+    assert partial.data_source.startswith("partial: mean of arc_challenge, hellaswag, mmlu_macro")
+    tqa = _rows(result, "truthfulqa_mc2")["acc"]
+    assert tqa.value is None and tqa.num_fewshot == 0
+    assert tqa.data_source.startswith("no data: TruthfulQA")
+    arc = _rows(result, "arc_challenge")["acc_norm"]
+    assert arc.n_samples == 2 and arc.num_fewshot == 25
+    assert "validation split instead of test" in arc.data_source
+
+
+def test_suite_with_no_data_anywhere_runs_nothing(tmp_path, tiny) -> None:
+    _, model, tokenizer = tiny
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with mock.patch("lm_eval.simple_evaluate") as run:
+        result = evaluate_model(model, tokenizer, ["kmmlu"], data_dir=empty, progress=False)
+    run.assert_not_called()
+    assert result.summary == {"kmmlu": None, "kmmlu_micro": None}
+    rows = [s for s in result.scores if s.task.startswith("kmmlu")]
+    assert len({s.task for s in rows}) == 45 + 4 + 1  # subjects, categories, group
+    assert all(s.value is None and s.data_source.startswith("no data:") for s in rows)
