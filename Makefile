@@ -41,7 +41,9 @@ assets: install
 report: install
 	$(BIN)/harness report
 
-search: assets
+# The demo search merges the base with two DPO-made donors: trained once, then cached.
+search: install
+	$(BIN)/harness assets --donors
 	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(BIN)/harness search --budget $(BUDGET)
 
 clean:

@@ -54,12 +54,20 @@ def _positive(name: str, value: int | None) -> None:
 
 @app.command()
 @user_errors
-def assets() -> None:
-    """Fetch and prepare the offline demo assets (model + benchmark data)."""
+def assets(
+    donors: Annotated[
+        bool, typer.Option(help="Also train the demo's DPO donors (cached; tens of minutes on 2 CPU cores).")
+    ] = False,
+) -> None:
+    """Fetch and prepare the offline demo assets (model + benchmark data, optionally DPO donors)."""
     from harness.assets import prepare_assets
 
     info = prepare_assets(console=console)
     print(info.describe())
+    if donors:
+        from harness.align.donors import prepare_demo_donors
+
+        print(prepare_demo_donors(console=console).describe())
 
 
 @app.command()
@@ -107,6 +115,8 @@ def build(
             num_parameters=built.num_parameters,
             dtype=built.dtype,
             model_ref=str(out),
+            align_method=built.recipe.align.method if built.recipe.align else None,
+            align_steps=built.align_steps,
         )
         _score_and_record(built.model, built.tokenizer, trial, suites, limit, db)
 

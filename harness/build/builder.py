@@ -5,7 +5,7 @@ from __future__ import annotations
 import shutil
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -24,6 +24,8 @@ class BuiltModel:
     route: str  # "memory" or "disk"
     seconds: float
     path: Path | None = None
+    # One record per alignment step (TRL metrics, data sizes, time); [] for a plain merge.
+    align_steps: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def num_parameters(self) -> int:
@@ -89,6 +91,10 @@ def build_model(
     else:
         built = _build_on_disk(resolved, out_dir, device)
     built.seconds = time.perf_counter() - start
+    if resolved.recipe.align is not None:
+        from harness.align import apply_alignment
+
+        built.align_steps = apply_alignment(built, device=device)  # adds its time to built.seconds
     if out_dir is not None and built.path != out_dir:
         out_dir.mkdir(parents=True, exist_ok=True)
         built.save(out_dir)

@@ -9,21 +9,21 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import Any, Literal
+from typing import Any
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
+from harness.align.config import AlignConfig
 
-class AlignSpec(BaseModel):
-    """Alignment stage after the merge (DPO or stepwise DPO).
 
-    Only the shape is fixed here; the trainer lives in ``harness.build.align``.
+class AlignSpec(AlignConfig):
+    """Alignment stage after the merge (DPO or stepwise DPO): :class:`harness.align.AlignConfig`.
+
+    Validated field by field at the door (ranges, names, LoRA); the data checks that need files
+    run in :func:`harness.recipe.resolve_recipe`, the training in ``harness.align.trainer``.
+    Every field is dumped into :meth:`Recipe.canonical`, so all of them enter the hash.
     """
-
-    model_config = ConfigDict(extra="allow")
-
-    method: Literal["dpo", "sdpo"]
 
 
 class Recipe(BaseModel):

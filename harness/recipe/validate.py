@@ -124,10 +124,14 @@ def resolve_recipe(recipe: Recipe, where: str = "recipe") -> ResolvedRecipe:
                 f"{where}: {method_name}: {err}", f"check the models listed for {method_name}"
             ) from None
     if recipe.align is not None:
-        raise HarnessError(
-            f"{where}: the align stage (dpo/sdpo) is not available in this version",
-            "remove the align part",
-        )
+        # Cheap pre-work checks: every source loads, TRL columns present, T <= number of pairs.
+        from harness.align.data import check_align
+
+        # The tokenizer the build uses (mergekit's rule: the base model's, else the first
+        # model's); a chat_template in the merge config replaces its template.
+        source = config.base_model or config.referenced_models()[0]
+        tokenizer_path = None if config.chat_template else str(source.model.path)
+        check_align(recipe.align, where, tokenizer_path=tokenizer_path)
 
     return ResolvedRecipe(recipe=recipe, merge_config=config, model_paths=model_paths)
 

@@ -165,6 +165,7 @@ class SearchRunner:
             recipe.name = f"{self.study_name}#{trial.number}-{method}"
             record.name = recipe.name
             record.merge_method = recipe.merge.get("merge_method")
+            record.align_method = recipe.align.method if recipe.align else None
             record.recipe_yaml, record.recipe_hash = recipe.to_yaml(), recipe.content_hash()
             record.params = dict(trial.params)
 
@@ -185,6 +186,7 @@ class SearchRunner:
                 built.num_parameters,
                 built.dtype,
             )
+            record.align_steps = built.align_steps
             data_dir = Path(self.space.data_dir) if self.space.data_dir else None
             result = evaluate_model(
                 built.model,

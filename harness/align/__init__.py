@@ -1,0 +1,57 @@
+"""Alignment stage: DPO and stepwise DPO (sDPO) after the merge, as build steps.
+
+* :mod:`harness.align.config`: :class:`AlignConfig`, the recipe's ``align`` part (pydantic,
+  TRL ``DPOConfig`` names, ranges checked at the door);
+* :mod:`harness.align.data`: TRL-format preference data (JSONL / parquet / hub / ``demo:<set>``),
+  column checks, the seed recipe ``pairs_from_qa`` with near-duplicate removal;
+* :mod:`harness.align.trainer`: :func:`align_model` / :func:`apply_alignment` (TRL
+  ``DPOTrainer``; sDPO = a loop whose step t uses M(t-1) as reference);
+* :mod:`harness.align.donors`: :func:`prepare_demo_donors`, DPO-made demo donors.
+
+Only the config is imported eagerly: recipes validate without importing torch or TRL.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from harness.align.config import ALIGN_PARAMETER_RANGES, AlignConfig, LoraSpec, PreferenceSource
+
+if TYPE_CHECKING:
+    from harness.align.data import check_align, pairs_from_qa, prepare_demo_preference_sets
+    from harness.align.donors import prepare_demo_donors
+    from harness.align.trainer import AlignmentError, AlignResult, align_model, apply_alignment
+
+_LAZY = {
+    "AlignResult": "harness.align.trainer",
+    "AlignmentError": "harness.align.trainer",
+    "align_model": "harness.align.trainer",
+    "apply_alignment": "harness.align.trainer",
+    "check_align": "harness.align.data",
+    "pairs_from_qa": "harness.align.data",
+    "prepare_demo_preference_sets": "harness.align.data",
+    "prepare_demo_donors": "harness.align.donors",
+}
+
+__all__ = [
+    "ALIGN_PARAMETER_RANGES",
+    "AlignConfig",
+    "AlignResult",
+    "AlignmentError",
+    "LoraSpec",
+    "PreferenceSource",
+    "align_model",
+    "apply_alignment",
+    "check_align",
+    "pairs_from_qa",
+    "prepare_demo_donors",
+    "prepare_demo_preference_sets",
+]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'harness.align' has no attribute {name!r}")

@@ -1,0 +1,556 @@
+"""DPO and stepwise DPO (sDPO) on a loaded model, with TRL's ``DPOTrainer``.
+
+One DPO run is one ``DPOTrainer``. sDPO (arXiv 2403.19270) is a loop of DPO runs over T
+chunks of the preference data: step t trains a target initialised from M(t-1) against the
+reference M(t-1); M0 is the model the stage starts from (the merge). TRL has no sDPO
+(``trl.experimental.sdpo`` is an unrelated method).
+
+The reference is always the model the run starts from, in memory: a frozen copy (full
+fine-tuning), the adapter-disabled base (LoRA: the base *is* M(t-1)), or log-probs TRL
+precomputes from the policy before its first update (``precompute_ref_log_probs``). It is never
+re-loaded from ``config._name_or_path``, which TRL 1.x does when ``ref_model=None`` without
+PEFT: wrong for an in-memory merge. A guard turns any such reload into an error.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import gc
+import math
+import random
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from transformers import PrinterCallback, TrainerCallback
+
+from harness.align.config import AlignConfig
+from harness.align.data import LoadedSource, checked_sources, reward_accuracy
+from harness.errors import HarnessError
+
+if TYPE_CHECKING:
+    from harness.build.builder import BuiltModel
+    from harness.recipe.schema import Recipe
+
+# TRL's logged metric -> column of the ``align_steps`` table.
+RECORD_KEYS = {
+    "loss": "loss",
+    "rewards/chosen": "rewards_chosen",
+    "rewards/rejected": "rewards_rejected",
+    "rewards/margins": "rewards_margins",
+    "rewards/accuracies": "rewards_accuracies",
+}
+
+
+class AlignmentError(RuntimeError):
+    """A run-time failure of the alignment stage (NaN loss, out of memory, bad weights)."""
+
+
+@dataclass
+class AlignResult:
+    """The aligned model and one record per DPO run (``TrialRecord.align_steps``)."""
+
+    model: Any  # transformers.PreTrainedModel (plain: LoRA adapters are merged back)
+    steps: list[dict[str, Any]]
+    seconds: float = 0.0
+    order: list[str] = field(default_factory=list)  # chunk names, in training order
+    difficulty: dict[str, float] = field(default_factory=dict)  # source -> reward accuracy
+
+
+@dataclass
+class Chunk:
+    """The pairs of one sDPO step."""
+
+    name: str
+    rows: list[dict[str, Any]]
+    sources: list[str]
+
+
+def align_model(
+    model: Any,
+    tokenizer: Any,
+    config: AlignConfig,
+    *,
+    device: str | None = None,
+    output_dir: str | Path | None = None,
+    seed: int = 0,
+    sources: list[LoadedSource] | None = None,
+    on_step: Callable[[dict[str, Any]], None] | None = None,
+) -> AlignResult:
+    """Run DPO (one step) or sDPO (T steps) on ``model``; return the aligned model and records.
+
+    Full fine-tuning trains ``model`` in place (it is returned); LoRA returns the base with the
+    adapter merged in. ``device``: ``"cpu"``, ``"cuda"``... (default: CUDA when available);
+    the model is left on that device. ``output_dir`` is TRL's scratch folder (a temp folder
+    by default; nothing is saved there). ``seed`` is used unless ``config.seed`` is set.
+    Raises HarnessError for bad input found before training, AlignmentError during it.
+    """
+    start = time.perf_counter()
+    seed = config.seed if config.seed is not None else seed
+    if sources is None:
+        sources = checked_sources(config, "align")
+    _check_tokenizer(tokenizer, sources)
+    difficulty: dict[str, float] = {}
+    by_difficulty = config.method == "sdpo" and config.partition == "reward_accuracy"
+    if by_difficulty and len(sources) > 1 and config.num_steps > 1:
+        difficulty = source_difficulty(model, tokenizer, sources, config, seed=seed, device=device)
+    chunks = partition(sources, config, seed=seed, difficulty=difficulty)
+    shared = {
+        "difficulty": difficulty,
+        "order": [c.name for c in chunks],
+        "data": {s.name: {"location": s.location, "sha256": s.fingerprint} for s in sources},
+    }
+    steps: list[dict[str, Any]] = []
+    current = model
+    for t, chunk in enumerate(chunks, start=1):
+        current, record = dpo_step(
+            current,
+            tokenizer,
+            chunk,
+            config,
+            step=t,
+            seed=seed + t - 1,
+            device=device,
+            output_dir=output_dir,
+        )
+        record["metrics"].update(shared)
+        steps.append(record)
+        if on_step is not None:
+            on_step(record)
+    current.eval()
+    return AlignResult(
+        model=current,
+        steps=steps,
+        seconds=time.perf_counter() - start,
+        order=[c.name for c in chunks],
+        difficulty=difficulty,
+    )
+
+
+def apply_alignment(
+    built: BuiltModel,
+    recipe: Recipe | None = None,
+    *,
+    device: str | None = None,
+    on_step: Callable[[dict[str, Any]], None] | None = None,
+) -> list[dict[str, Any]]:
+    """Align a freshly built merge in place (``built.model``) when its recipe has ``align``.
+
+    Returns the records for ``TrialRecord.align_steps`` ([] without an ``align`` part) and adds
+    the training time to ``built.seconds``.
+    """
+    recipe = recipe or built.recipe
+    if recipe.align is None:
+        return []
+    result = align_model(
+        built.model, built.tokenizer, recipe.align, device=device, seed=recipe.seed, on_step=on_step
+    )
+    built.model = result.model
+    built.seconds += result.seconds
+    return result.steps
+
+
+# --- partition -------------------------------------------------------------------------------
+
+
+def source_difficulty(
+    model: Any,
+    tokenizer: Any,
+    sources: list[LoadedSource],
+    config: AlignConfig,
+    *,
+    seed: int = 0,
+    device: str | None = None,
+) -> dict[str, float]:
+    """Reward accuracy of the starting model on (a sample of) each source: higher = easier."""
+    target = _device(device)
+    moved = next(model.parameters()).device.type != target
+    original = next(model.parameters()).device
+    if moved:
+        model.to(target)
+    try:
+        return {
+            s.name: reward_accuracy(
+                model,
+                tokenizer,
+                s.dataset,
+                sample=config.difficulty_sample,
+                seed=seed,
+                max_length=config.max_length,
+            )
+            for s in sources
+        }
+    finally:
+        if moved:
+            model.to(original)
+
+
+def partition(
+    sources: list[LoadedSource],
+    config: AlignConfig,
+    *,
+    seed: int = 0,
+    difficulty: dict[str, float] | None = None,
+) -> list[Chunk]:
+    """The T chunks, in training order.
+
+    ``reward_accuracy``: sources sorted easy -> hard (higher accuracy first, ties as listed);
+    ``as_listed``: sources as listed. With T = number of sources each source is one chunk
+    (the paper's rule); otherwise the ordered pairs are cut into T contiguous, near-equal
+    chunks. ``random``: all pairs shuffled (seeded), cut into T near-equal chunks.
+    """
+    steps = config.num_steps
+    ordered = list(sources)
+    if config.partition == "reward_accuracy" and difficulty:
+        ordered.sort(key=lambda s: -difficulty.get(s.name, 0.0))  # stable: ties keep the order
+    tagged = [(s.name, row) for s in ordered for row in normalized_rows(s)]
+    if not tagged:
+        raise HarnessError("align: the preference data is empty", "give at least one pair")
+    if steps > len(tagged):
+        raise HarnessError(
+            f"align: steps = {steps} but the preference data has only {len(tagged)} pairs",
+            f"use steps <= {len(tagged)} or add data",
+        )
+    if steps == 1:
+        return [_chunk([s.name for s in ordered], tagged)]
+    if config.partition == "random":
+        random.Random(seed).shuffle(tagged)
+        return [_chunk([f"random{i + 1}of{steps}"], part) for i, part in enumerate(_split(tagged, steps))]
+    if steps == len(ordered):
+        return [_chunk([s.name], [(s.name, r) for r in normalized_rows(s)]) for s in ordered]
+    return [_chunk(list(dict.fromkeys(name for name, _ in part)), part) for part in _split(tagged, steps)]
+
+
+def _chunk(names: list[str], tagged: list[tuple[str, dict[str, Any]]]) -> Chunk:
+    sources = list(dict.fromkeys(name for name, _ in tagged))
+    return Chunk(name="+".join(names), rows=[row for _, row in tagged], sources=sources)
+
+
+def _split(items: list[Any], parts: int) -> Iterator[list[Any]]:
+    size, extra = divmod(len(items), parts)
+    start = 0
+    for i in range(parts):
+        end = start + size + (1 if i < extra else 0)
+        yield items[start:end]
+        start = end
+
+
+def normalized_rows(source: LoadedSource) -> list[dict[str, Any]]:
+    """prompt/chosen/rejected only, messages reduced to role/content (sources concatenate)."""
+    from trl.data_utils import extract_prompt
+
+    rows: list[dict[str, Any]] = []
+    for raw in source.dataset:
+        row = {k: raw[k] for k in ("prompt", "chosen", "rejected") if k in raw}
+        if "prompt" not in row:
+            row = extract_prompt(row)
+        if source.conversational:
+            row = {k: [{"role": m["role"], "content": m["content"]} for m in v] for k, v in row.items()}
+        rows.append(row)
+    return rows
+
+
+# --- one DPO run -----------------------------------------------------------------------------
+
+
+def dpo_step(
+    policy: Any,
+    tokenizer: Any,
+    chunk: Chunk,
+    config: AlignConfig,
+    *,
+    step: int = 1,
+    seed: int = 0,
+    device: str | None = None,
+    output_dir: str | Path | None = None,
+) -> tuple[Any, dict[str, Any]]:
+    """One DPO run on ``chunk``: the reference is ``policy`` as it is now. Returns (model, record)."""
+    import torch
+    from datasets import Dataset
+    from trl import DPOConfig, DPOTrainer
+
+    start = time.perf_counter()
+    target = _device(device)
+    use_cuda = target.startswith("cuda")
+    _strip_trl_patches(policy)
+    use_cache = getattr(policy.config, "use_cache", None)
+    tok = copy.deepcopy(tokenizer)  # TRL sets pad_token; keep the caller's tokenizer untouched
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+
+    ref_model = None
+    peft_config = None
+    if config.lora is not None:
+        from peft import LoraConfig
+
+        # The adapter-disabled base *is* M(t-1): no copy, nothing re-loaded.
+        peft_config = LoraConfig(
+            r=config.lora.r,
+            lora_alpha=config.lora.alpha,
+            lora_dropout=config.lora.dropout,
+            target_modules=config.lora.target_modules,
+            bias="none",
+            task_type="CAUSAL_LM",
+        )
+    else:
+        policy.requires_grad_(True)  # a LoRA step before this one leaves the base frozen
+        if not config.precompute_ref_log_probs:
+            ref_model = frozen_copy(policy)
+
+    with tempfile.TemporaryDirectory(prefix="harness-dpo-") as scratch:
+        args = DPOConfig(
+            output_dir=str(output_dir or scratch),
+            report_to=[],
+            save_strategy="no",
+            eval_strategy="no",
+            logging_strategy="steps",
+            logging_steps=0.1,  # TRL averages its metrics over ~10% of the run per log line
+            logging_first_step=True,
+            logging_nan_inf_filter=False,  # a NaN loss must reach the NaN guard, not be smoothed
+            disable_tqdm=True,
+            use_cpu=not use_cuda,
+            bf16=use_cuda and torch.cuda.is_bf16_supported(),
+            fp16=False,
+            seed=seed,
+            data_seed=seed,
+            dataloader_num_workers=0,
+            **_trl_args(config),
+        )
+        trainer = None
+        try:
+            with _no_reference_reload(), _quiet_datasets():
+                trainer = DPOTrainer(
+                    model=policy,
+                    ref_model=ref_model,
+                    args=args,
+                    train_dataset=Dataset.from_list(chunk.rows),
+                    processing_class=tok,
+                    peft_config=peft_config,
+                    callbacks=[_NaNGuard(step)],
+                )
+            trainer.remove_callback(PrinterCallback)  # logs go to the record, not stdout
+            examples = len(trainer.train_dataset)
+            if examples == 0:
+                raise AlignmentError(
+                    f"align step {step} ({chunk.name}): every prompt is longer than "
+                    f"max_length={config.max_length}; raise max_length"
+                )
+            trainer.train()
+            history = list(trainer.state.log_history)
+            train_steps = int(trainer.state.global_step)
+            model = trainer.accelerator.unwrap_model(trainer.model)
+            if peft_config is not None:
+                model = model.merge_and_unload()
+        except torch.OutOfMemoryError as err:
+            raise AlignmentError(_oom_message(step, chunk, config)) from err
+        except RuntimeError as err:
+            if "out of memory" in str(err).lower() or "can't allocate memory" in str(err).lower():
+                raise AlignmentError(_oom_message(step, chunk, config)) from err
+            raise
+        except ValueError as err:
+            # PEFT / TRL configuration problems surface here (e.g. target_modules not found).
+            raise AlignmentError(f"align step {step} ({chunk.name}): {err}") from err
+        finally:
+            del trainer
+            ref_model = None
+            gc.collect()
+            if use_cuda:
+                torch.cuda.empty_cache()
+
+    _strip_trl_patches(model)
+    if use_cache is not None:
+        model.config.use_cache = use_cache
+    model.eval()
+    _check_finite(model, step, chunk)
+    record = step_record(history, step=step, config=config, chunk=chunk)
+    record.update(
+        examples=examples,
+        train_steps=train_steps,
+        seconds=round(time.perf_counter() - start, 3),
+    )
+    record["metrics"]["examples_in"] = len(chunk.rows)
+    record["metrics"]["reference"] = "M0" if step == 1 else f"M{step - 1}"
+    return model, record
+
+
+def frozen_copy(model: Any) -> Any:
+    """An independent, frozen, eval-mode copy (the DPO reference held in memory)."""
+    _strip_trl_patches(model)
+    ref = copy.deepcopy(model)
+    ref.eval()
+    ref.requires_grad_(False)
+    return ref
+
+
+def step_record(
+    history: list[dict[str, Any]], *, step: int, config: AlignConfig, chunk: Chunk
+) -> dict[str, Any]:
+    """One ``align_steps`` row: the last logged window of TRL's metrics, plus all its logs."""
+    logs = [h for h in history if "loss" in h and "train_runtime" not in h]
+    summary = next((h for h in reversed(history) if "train_runtime" in h), {})
+    last = logs[-1] if logs else {}
+    record: dict[str, Any] = {
+        "step": step,
+        "method": config.method,
+        "chunk": chunk.name,
+        "lora": config.lora is not None,
+    }
+    for key, column in RECORD_KEYS.items():
+        value = last.get(key)
+        record[column] = float(value) if isinstance(value, int | float) else None
+    record["metrics"] = {
+        "log_history": [_jsonable(h) for h in logs],
+        "train": _jsonable(summary),
+        "first": _jsonable({k: logs[0].get(k) for k in RECORD_KEYS} if logs else {}),
+        "sources": chunk.sources,
+        "lora": config.lora.model_dump() if config.lora is not None else None,
+        "beta": config.beta,
+        "learning_rate": config.learning_rate,
+        "loss_type": config.loss_type,
+    }
+    return record
+
+
+# --- guards and helpers ----------------------------------------------------------------------
+
+
+def _trl_args(config: AlignConfig) -> dict[str, Any]:
+    """``config.trl_kwargs()`` under the names this transformers version uses."""
+    import dataclasses
+
+    from trl import DPOConfig
+
+    kwargs = config.trl_kwargs()
+    names = {f.name for f in dataclasses.fields(DPOConfig)}
+    if "activation_checkpointing" in names:  # transformers >= 5.x: the old name warns
+        kwargs["activation_checkpointing"] = kwargs.pop("gradient_checkpointing")
+    return kwargs
+
+
+@contextlib.contextmanager
+def _quiet_datasets() -> Iterator[None]:
+    """No per-map progress bars from TRL's dataset preparation."""
+    from datasets.utils import logging as ds_logging
+
+    enabled = ds_logging.is_progress_bar_enabled()
+    ds_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if enabled:
+            ds_logging.enable_progress_bar()
+
+
+def _device(device: str | None) -> str:
+    import torch
+
+    if device:
+        return str(device)
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def _check_tokenizer(tokenizer: Any, sources: list[LoadedSource]) -> None:
+    if any(s.conversational for s in sources) and not getattr(tokenizer, "chat_template", None):
+        raise HarnessError(
+            "align: conversational preference data needs a chat template, and this model's "
+            "tokenizer has none",
+            "use standard prompt/chosen/rejected strings or a tokenizer with a chat template",
+        )
+    kinds = {s.conversational for s in sources}
+    if len(kinds) > 1:
+        raise HarnessError(
+            "align: the data sources mix conversational and standard (string) formats",
+            "convert them to one format",
+        )
+
+
+def _strip_trl_patches(model: Any) -> None:
+    """Undo what a DPOTrainer leaves on a model it trained.
+
+    TRL's fused LM head is an instance-level ``forward`` whose closure holds the *original*
+    model's bound forward: a deepcopy would keep calling the source model. Gradient
+    checkpointing is a training setting, not part of the model.
+    """
+    model.__dict__.pop("forward", None)
+    # transformers 5 renamed gradient checkpointing to activation checkpointing.
+    if hasattr(type(model), "is_activation_checkpointing"):
+        if model.is_activation_checkpointing:
+            model.activation_checkpointing_disable()
+    elif getattr(model, "is_gradient_checkpointing", False):
+        model.gradient_checkpointing_disable()
+
+
+@contextlib.contextmanager
+def _no_reference_reload() -> Iterator[None]:
+    """Make TRL's ``ref_model=None`` fallback (a reload from ``_name_or_path``) an error."""
+    import trl.trainer.dpo_trainer as dpo_module
+
+    original = getattr(dpo_module, "create_model_from_path", None)
+    if original is None:  # a TRL without this hook: nothing to guard
+        yield
+        return
+
+    def refuse(path: Any, *args: Any, **kwargs: Any) -> Any:
+        raise AlignmentError(
+            f"TRL tried to re-load the DPO reference from {path!r}; the reference must be the "
+            "in-memory starting model (this is a harness bug)"
+        )
+
+    dpo_module.create_model_from_path = refuse
+    try:
+        yield
+    finally:
+        dpo_module.create_model_from_path = original
+
+
+class _NaNGuard(TrainerCallback):
+    """Stop at the first non-finite logged loss (the run is meaningless after it)."""
+
+    def __init__(self, step: int):
+        self.step = step
+
+    def on_log(
+        self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None, **kw: Any
+    ) -> None:
+        loss = (logs or {}).get("loss")
+        if isinstance(loss, float) and not math.isfinite(loss):
+            raise AlignmentError(
+                f"align step {self.step}: loss is {loss} at optimizer step {state.global_step}; "
+                "lower learning_rate, raise beta, or check the data for empty completions"
+            )
+
+
+def _check_finite(model: Any, step: int, chunk: Chunk) -> None:
+    import torch
+
+    for name, param in model.named_parameters():
+        if not torch.isfinite(param).all():
+            raise AlignmentError(
+                f"align step {step} ({chunk.name}): parameter {name} has NaN/inf after training; "
+                "lower learning_rate"
+            )
+
+
+def _oom_message(step: int, chunk: Chunk, config: AlignConfig) -> str:
+    return (
+        f"align step {step} ({chunk.name}): out of memory with batch "
+        f"{config.per_device_train_batch_size}, max_length {config.max_length}; lower "
+        "per_device_train_batch_size (raise gradient_accumulation_steps), lower max_length, "
+        "use lora, gradient_checkpointing or precompute_ref_log_probs"
+    )
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, int | float | str | bool) or value is None:
+        return value
+    return str(value)
