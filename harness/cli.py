@@ -208,6 +208,7 @@ def search(
             f"--budget must be >= 1, got {budget}", "pass a positive number of trials"
         )
     loaded = load_space(space)
+    _stop_on_sigterm()
     runner = SearchRunner(
         loaded,
         SearchOptions(
@@ -280,6 +281,17 @@ def leaderboard(
 
 
 # --- shared helpers ----------------------------------------------------------------
+
+
+def _stop_on_sigterm() -> None:
+    """A scheduler's SIGTERM (CI timeout, `kill`) stops a search like Ctrl-C: the running
+    trial is recorded as interrupted, finished ones stay, a rerun resumes."""
+    import signal
+
+    def interrupt(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, interrupt)
 
 
 def _leaderboard(db: Path) -> Any:
