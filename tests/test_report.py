@@ -269,3 +269,20 @@ def test_distributions_are_inferred_from_stored_values():
     assert isinstance(infer_distribution([[0, 1], [1, 0]]), CategoricalDistribution)
     lone = importance_group("s", "all", [{"params": {"a": 1.0}, "objective": 0.5}])
     assert lone["note"].startswith("not enough trials") and lone["importances"] == {}
+
+
+def test_proxy_scores_never_fill_the_benchmark_columns(tmp_path):
+    """A 0-shot proxy of ARC-Challenge is not the 25-shot H4 number: its column stays empty."""
+    from harness.evaluate.results import EvalResult, Score
+    from harness.record import TrialRecord
+
+    db = tmp_path / "lb.duckdb"
+    source = "demo:ai2_arc/ARC-Challenge/validation (validation split instead of test)"
+    result = EvalResult(
+        scores=[Score("arc_challenge", "acc_norm", 0.4, 0.09, 30, 0, source, suite="proxy")],
+        summary={"arc_challenge_0shot": 0.4, "proxy": 0.4},
+    )
+    Leaderboard(db).record(TrialRecord(name="proxy-only", source="search", objective=0.4), result)
+    files = generate_report(db, tmp_path / "index.html")
+    cells = json.loads(files.json.read_text())["trials"][0]["cells"]
+    assert cells["arc_challenge"]["value"] is None and cells["average"]["value"] is None

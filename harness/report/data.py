@@ -248,7 +248,9 @@ def _cell(
 ) -> dict[str, Any]:
     """One headline score: value, stderr, where its data came from, and its state."""
     row = by_task.get(index.get(key, (key, "")))
-    if key not in summary and row is None:
+    if key not in summary:
+        # Only a suite's own headline counts: a task scored under other settings (e.g. a
+        # 0-shot proxy of ARC-Challenge) must not fill the 25-shot H4 column.
         return {"state": "missing", "value": None, "stderr": None, "source": "not evaluated"}
     value = summary.get(key)
     if value is None and row is not None:
