@@ -73,9 +73,7 @@ def assets(
 @app.command()
 @user_errors
 def build(
-    recipe: Annotated[
-        Path, typer.Argument(help="Recipe YAML (a mergekit config, + optional align).")
-    ],
+    recipe: Annotated[Path, typer.Argument(help="Recipe YAML (a mergekit config, + optional align).")],
     out: Annotated[Path, typer.Option("--out", help="Folder to write the model to.")],
     route: Annotated[str, typer.Option(help="auto | memory | disk (mergekit run_merge).")] = "auto",
     overwrite: Annotated[bool, typer.Option(help="Allow a non-empty --out.")] = False,
@@ -141,9 +139,7 @@ def eval_(
         str | None, typer.Option(help="cpu, cuda, cuda:1 ... (default: cuda if available).")
     ] = None,
     dtype: Annotated[str, typer.Option(help="auto | float32 | bfloat16 | float16.")] = "auto",
-    name: Annotated[
-        str | None, typer.Option(help="Leaderboard name (default: the model reference).")
-    ] = None,
+    name: Annotated[str | None, typer.Option(help="Leaderboard name (default: the model reference).")] = None,
     db: DbOption = DEFAULT_DB,
 ) -> None:
     """Score one model with lm-eval and record it on the leaderboard."""
@@ -155,9 +151,7 @@ def eval_(
     if profile is not None:
         limit, batch_size = _apply_profile(profile, limit, batch_size)
     if data_dir is not None and not data_dir.is_dir():
-        raise HarnessError(
-            f"--data-dir {data_dir} is not a folder", "pass the folder holding your datasets"
-        )
+        raise HarnessError(f"--data-dir {data_dir} is not a folder", "pass the folder holding your datasets")
     suites = _parse_suites(suite)
     _leaderboard(db).check_writable()
     with console.status(f"loading {model}"):
@@ -169,31 +163,21 @@ def eval_(
         num_parameters=sum(p.numel() for p in loaded.parameters()),
         dtype=str(next(loaded.parameters()).dtype).removeprefix("torch."),
     )
-    _score_and_record(
-        loaded, tokenizer, trial, suites, limit, db, data_dir=data_dir, batch_size=batch_size
-    )
+    _score_and_record(loaded, tokenizer, trial, suites, limit, db, data_dir=data_dir, batch_size=batch_size)
 
 
 @app.command()
 @user_errors
 def search(
     space: Annotated[Path, typer.Option(help="Search-space YAML.")] = Path("search/demo.yaml"),
-    budget: Annotated[
-        int, typer.Option(help="Finished trials wanted in this study (a rerun resumes).")
-    ] = 50,
-    study: Annotated[
-        str | None, typer.Option(help="Study name (default: the space's name).")
-    ] = None,
+    budget: Annotated[int, typer.Option(help="Finished trials wanted in this study (a rerun resumes).")] = 50,
+    study: Annotated[str | None, typer.Option(help="Study name (default: the space's name).")] = None,
     storage: Annotated[
         str | None,
         typer.Option(help="Optuna storage URL (default: a journal file under results/)."),
     ] = None,
-    limit: Annotated[
-        int | None, typer.Option(help="Questions per task (overrides the space).")
-    ] = None,
-    device: Annotated[
-        str | None, typer.Option(help="cpu, cuda, ... (default: cuda if available).")
-    ] = None,
+    limit: Annotated[int | None, typer.Option(help="Questions per task (overrides the space).")] = None,
+    device: Annotated[str | None, typer.Option(help="cpu, cuda, ... (default: cuda if available).")] = None,
     report: Annotated[
         bool, typer.Option("--report/--no-report", help="Regenerate the HTML report at the end.")
     ] = True,
@@ -204,16 +188,12 @@ def search(
     from harness.search import SearchOptions, SearchRunner, load_space
 
     if budget <= 0:
-        raise HarnessError(
-            f"--budget must be >= 1, got {budget}", "pass a positive number of trials"
-        )
+        raise HarnessError(f"--budget must be >= 1, got {budget}", "pass a positive number of trials")
     loaded = load_space(space)
     _stop_on_sigterm()
     runner = SearchRunner(
         loaded,
-        SearchOptions(
-            budget=budget, db=db, study_name=study, storage=storage, limit=limit, device=device
-        ),
+        SearchOptions(budget=budget, db=db, study_name=study, storage=storage, limit=limit, device=device),
         console=console,
     )
     try:
@@ -248,9 +228,7 @@ def report_(
     from harness.report import generate_report
 
     files = generate_report(db, out)
-    console.print(
-        f"wrote {files.html} ({files.trials} trials), {files.json.name}, {files.csv.name}"
-    )
+    console.print(f"wrote {files.html} ({files.trials} trials), {files.json.name}, {files.csv.name}")
 
 
 @app.command()
@@ -369,30 +347,44 @@ def _print_ranking(rows: list[dict[str, Any]], db: Path) -> None:
     if not rows:
         Console().print(f"no trials in {db} yet")
         return
-    fixed = {"id", "name", "status", "error", "source", "study", "trial_number", "merge_method", "align_method",
-             "objective", "reused_from", "num_parameters", "eval_limit", "created_at", "average"}
+    fixed = {
+        "id",
+        "name",
+        "status",
+        "error",
+        "source",
+        "study",
+        "trial_number",
+        "merge_method",
+        "align_method",
+        "objective",
+        "reused_from",
+        "num_parameters",
+        "eval_limit",
+        "created_at",
+        "average",
+    }
     scored = [c for c in rows[0] if c not in fixed]
     present = [c for c in scored if any(r.get(c) is not None for r in rows)]
     if any(r.get("objective") is not None for r in rows):
         present.insert(0, "objective")
+    if any(r.get("average") is not None for r in rows):  # benchmark average, when any row has one
+        present.insert(0, "average")
     table = Table(title=f"leaderboard ({db})")
-    for col in ["#", "id", "name", "status", "average", *present, "source"]:
-        table.add_column(col, justify="right" if col in ("#", "average", *present) else "left")
+    for col in ["#", "id", "name", "status", *present, "source"]:
+        table.add_column(col, justify="right" if col in ("#", *present) else "left")
     for rank, row in enumerate(rows, 1):
         origin = row["source"] if row["study"] is None else f"{row['study']}#{row['trial_number']}"
         if row.get("reused_from"):
             origin += f" (scores of {row['reused_from']})"
         status = (
-            row["status"]
-            if row["status"] == "ok"
-            else f"{row['status']}: {(row.get('error') or '')[:40]}"
+            row["status"] if row["status"] == "ok" else f"{row['status']}: {(row.get('error') or '')[:40]}"
         )
         table.add_row(
             str(rank),
             row["id"],
             row["name"],
             status,
-            _fmt(row["average"]),
             *(_fmt(row[c]) for c in present),
             origin,
         )
