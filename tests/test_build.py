@@ -85,14 +85,10 @@ def pool():
     return DonorPool()
 
 
-@pytest.mark.parametrize(
-    "method", list(method_configs({k: "x" for k in ("base", "donor_a", "donor_b")}))
-)
+@pytest.mark.parametrize("method", list(method_configs({k: "x" for k in ("base", "donor_a", "donor_b")})))
 def test_in_memory_equals_run_merge(tiny_models, pool, method, tmp_path):
     config = method_configs(tiny_models)[method]
-    resolved = resolve_recipe(
-        recipe_from_dict({"merge": {**config, "dtype": "float32"}, "seed": 7})
-    )
+    resolved = resolve_recipe(recipe_from_dict({"merge": {**config, "dtype": "float32"}, "seed": 7}))
     in_memory = build_model(resolved, pool=pool, route="memory")
     on_disk = build_model(resolved, route="disk", out_dir=tmp_path / "disk")
     mem_sd, disk_sd = in_memory.model.state_dict(), on_disk.model.state_dict()
@@ -111,19 +107,12 @@ def test_in_memory_equals_run_merge(tiny_models, pool, method, tmp_path):
 def test_donors_stay_untouched_and_resident(tiny_models, pool):
     config = method_configs(tiny_models)["ties"]
     resolved = resolve_recipe(recipe_from_dict({"merge": config}))
-    before = {
-        k: v.clone()
-        for k, v in load_file(str(tiny_models["donor_a"] / "model.safetensors")).items()
-    }
+    before = {k: v.clone() for k, v in load_file(str(tiny_models["donor_a"] / "model.safetensors")).items()}
     built = build_model(resolved, pool=pool)
     with torch.no_grad():  # training the merged model must not write through to donor tensors
         for p in built.model.parameters():
             p.add_(1.0)
-    ref = next(
-        r
-        for r in resolved.merge_config.referenced_models()
-        if str(tiny_models["donor_a"]) in str(r)
-    )
+    ref = next(r for r in resolved.merge_config.referenced_models() if str(tiny_models["donor_a"]) in str(r))
     resident = pool.state_dict(ref)
     for name, tensor in before.items():
         assert torch.equal(resident[name], tensor)

@@ -32,12 +32,8 @@ def test_bare_mergekit_config_is_a_recipe(tmp_path, tiny_models):
 
 
 def test_hash_ignores_name_but_not_parameters(tiny_models):
-    a = recipe_from_dict(
-        {"name": "one", "merge": slerp(tiny_models["donor_a"], tiny_models["donor_b"])}
-    )
-    b = recipe_from_dict(
-        {"name": "two", "merge": slerp(tiny_models["donor_a"], tiny_models["donor_b"])}
-    )
+    a = recipe_from_dict({"name": "one", "merge": slerp(tiny_models["donor_a"], tiny_models["donor_b"])})
+    b = recipe_from_dict({"name": "two", "merge": slerp(tiny_models["donor_a"], tiny_models["donor_b"])})
     c = recipe_from_dict({"merge": slerp(tiny_models["donor_a"], tiny_models["donor_b"], t=0.4)})
     assert a.content_hash() == b.content_hash() != c.content_hash()
     assert recipe_from_dict(a.canonical()).content_hash() == a.content_hash()  # YAML round trip
@@ -50,9 +46,7 @@ def test_hash_ignores_name_but_not_parameters(tiny_models):
         (lambda m: m["models"].append({"model": m["base_model"]}), "slerp"),
         (lambda m: m.update(parameters={"t": 1.5}), "out of range"),
         (
-            lambda m: m.update(
-                parameters={"t": [{"filter": "mlp", "value": [0, 2]}, {"value": 0.5}]}
-            ),
+            lambda m: m.update(parameters={"t": [{"filter": "mlp", "value": [0, 2]}, {"value": 0.5}]}),
             "out of range",
         ),
         (lambda m: m["models"][1].update(model="/nonexistent/model"), "does not exist"),

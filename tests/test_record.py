@@ -31,9 +31,7 @@ def result(arc: float | None, mmlu: float | None) -> EvalResult:
                 0,
                 "no data: TruthfulQA is not available offline",
             ),
-            Score(
-                "h4", "mean", None, aggregate=True, data_source="no data: truthfulqa_mc2 missing"
-            ),
+            Score("h4", "mean", None, aggregate=True, data_source="no data: truthfulqa_mc2 missing"),
         ],
         summary={"arc_challenge": arc, "mmlu": mmlu, "h4": None, "truthfulqa_mc2": None},
         task_versions={"arc_challenge": "1.0"},
@@ -45,9 +43,7 @@ def result(arc: float | None, mmlu: float | None) -> EvalResult:
 def test_rows_scores_and_no_data(tmp_path):
     board = Leaderboard(tmp_path / "lb.duckdb")
     good = board.record(
-        TrialRecord(
-            name="good", source="eval", model_ref="demo:x", params={"t": 0.3, "method": "slerp"}
-        ),
+        TrialRecord(name="good", source="eval", model_ref="demo:x", params={"t": 0.3, "method": "slerp"}),
         result(0.5, 0.4),
     )
     weak = board.record(TrialRecord(name="weak", source="eval"), result(0.3, 0.2))

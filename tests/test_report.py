@@ -105,9 +105,7 @@ def test_user_strings_are_escaped_everywhere(report):
     assert "local:/tmp/<evil>" not in html
     # Exactly our own scripts: the chart JSON, plotly.js and the page script.
     assert len(re.findall(r"<script\b", html)) == 3
-    specs = re.search(
-        r'<script type="application/json" id="chart-specs">(.*?)</script>', html, re.S
-    )
+    specs = re.search(r'<script type="application/json" id="chart-specs">(.*?)</script>', html, re.S)
     assert specs and "<" not in specs.group(1)
     charts = json.loads(specs.group(1))
     text = json.dumps(charts)
@@ -154,10 +152,7 @@ def test_details_carry_recipe_params_subjects_alignment_and_versions(report):
     assert trial["versions"]["lm_eval"] and trial["task_versions"]["truthfulqa_mc2"] == "3.0"
     reused = by_id[ids["reused"]]
     assert reused["reused_from"] == ids["ko-en-merge#2"]
-    assert (
-        reused["cells"]["average"]["value"]
-        == by_id[ids["ko-en-merge#2"]]["cells"]["average"]["value"]
-    )
+    assert reused["cells"]["average"]["value"] == by_id[ids["ko-en-merge#2"]]["cells"]["average"]["value"]
     html = files.html.read_text()
     assert "ties.parameters.density" in html and "korean_history" in html
 
@@ -263,9 +258,7 @@ def test_distributions_are_inferred_from_stored_values():
 
     assert infer_distribution([0.1, 0.5, 0.3]) == FloatDistribution(0.1, 0.5)
     assert infer_distribution([0.2, 0.2]) is None  # never varied: nothing to attribute
-    assert infer_distribution(["slerp", "ties", "slerp"]) == CategoricalDistribution(
-        ["slerp", "ties"]
-    )
+    assert infer_distribution(["slerp", "ties", "slerp"]) == CategoricalDistribution(["slerp", "ties"])
     assert isinstance(infer_distribution([[0, 1], [1, 0]]), CategoricalDistribution)
     lone = importance_group("s", "all", [{"params": {"a": 1.0}, "objective": 0.5}])
     assert lone["note"].startswith("not enough trials") and lone["importances"] == {}

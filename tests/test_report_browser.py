@@ -168,9 +168,7 @@ def test_filters_hide_rows(driver, site):
     box.send_keys("no such model")
     assert visible_ids(driver) == [] and driver.find_element("id", "no-match").is_displayed()
     box.clear()
-    driver.execute_script(
-        "document.getElementById('filter-text').dispatchEvent(new Event('input'))"
-    )
+    driver.execute_script("document.getElementById('filter-text').dispatchEvent(new Event('input'))")
     assert len(visible_ids(driver)) == 13
 
     Select(driver.find_element("id", "filter-study")).select_by_value("dus-48")
@@ -178,9 +176,7 @@ def test_filters_hide_rows(driver, site):
     Select(driver.find_element("id", "filter-study")).select_by_value("ko-en-merge")
     Select(driver.find_element("id", "filter-method")).select_by_value("slerp")
     slerp = [
-        t["id"]
-        for t in payload["trials"]
-        if t["study"] == "ko-en-merge" and t["merge_method"] == "slerp"
+        t["id"] for t in payload["trials"] if t["study"] == "ko-en-merge" and t["merge_method"] == "slerp"
     ]
     assert visible_ids(driver) == slerp and len(slerp) == 4
     Select(driver.find_element("id", "filter-study")).select_by_value("")
@@ -254,9 +250,7 @@ def test_charts_render(driver, site):
         assert chart["rendered"] == "true" and chart["svg"] >= 1 and chart["traces"] >= 1, chart
     scatter = [c for c in charts if c["id"] != "chart-importance"]
     assert all(c["points"] >= 1 for c in scatter), scatter
-    bars = driver.execute_script(
-        "return document.querySelectorAll('#chart-importance .bars .point').length"
-    )
+    bars = driver.execute_script("return document.querySelectorAll('#chart-importance .bars .point').length")
     assert bars >= 4
     assert console_errors(driver) == []
 

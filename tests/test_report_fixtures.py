@@ -153,9 +153,7 @@ def make_result(
                 True,
             )
         )
-        scores.append(
-            Score("kmmlu", "acc", kmmlu + 0.01, se, 60, 5, "demo: 3 subtasks", "kmmlu", True)
-        )
+        scores.append(Score("kmmlu", "acc", kmmlu + 0.01, se, 60, 5, "demo: 3 subtasks", "kmmlu", True))
         for i, subject in enumerate(KMMLU_SUBJECTS):
             scores.append(
                 Score(

@@ -18,9 +18,7 @@ from tests.fixtures.evaluate_data import build_data_dir, isolated_eval_env
 
 @pytest.fixture(scope="module", autouse=True)
 def env(tmp_path_factory):
-    with isolated_eval_env(
-        tmp_path_factory.mktemp("home"), tmp_path_factory.mktemp("hf_cache")
-    ) as home:
+    with isolated_eval_env(tmp_path_factory.mktemp("home"), tmp_path_factory.mktemp("hf_cache")) as home:
         yield home
 
 
@@ -145,9 +143,7 @@ def test_failing_trial_is_recorded_and_the_study_goes_on(tmp_path, tiny_models, 
             ],
         }
     }
-    space = write_space(
-        tmp_path, tiny_models, data, methods=methods, sampler={"name": "grid", "seed": 0}
-    )
+    space = write_space(tmp_path, tiny_models, data, methods=methods, sampler={"name": "grid", "seed": 0})
     runner, outcome = run(space, tmp_path, 2)
     assert outcome.finished == 2 and outcome.failed == 1
     rows = dict(db_rows(tmp_path, "SELECT status, error FROM trials"))
@@ -200,9 +196,7 @@ def test_seed_makes_the_trial_sequence_reproducible(tmp_path, tiny_models, data)
                 "methods": {
                     "x": {
                         "merge_method": "linear",
-                        "models": [
-                            {"model": "$base", "parameters": {"weight": {"float": [0.5, 0.5]}}}
-                        ],
+                        "models": [{"model": "$base", "parameters": {"weight": {"float": [0.5, 0.5]}}}],
                     }
                 }
             },

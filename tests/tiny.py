@@ -68,9 +68,7 @@ def tiny_llama_config(num_layers: int = 4, vocab_size: int | None = None, hidden
     )
 
 
-def make_tiny_llama(
-    path: Path, seed: int = 0, num_layers: int = 4, hidden: int = 32
-) -> Path:
+def make_tiny_llama(path: Path, seed: int = 0, num_layers: int = 4, hidden: int = 32) -> Path:
     """Write a randomly initialised tiny Llama + tokenizer to ``path``; return ``path``."""
     torch.manual_seed(seed)
     model = LlamaForCausalLM(tiny_llama_config(num_layers=num_layers, hidden=hidden))

@@ -224,7 +224,7 @@ def build_donor(spec: DonorSpec, final: Path, *, device: str | None = None, say:
             "seed": spec.seed,
             "order": result.order,
             "difficulty": result.difficulty,
-            "steps": [{k: v for k, v in s.items() if k != "metrics"} for s in result.steps],
+            "steps": result.steps,  # the align_steps records, TRL's logs included
             "seconds": round(result.seconds, 1),
             "built_at": datetime.now(UTC).isoformat(timespec="seconds"),
         }

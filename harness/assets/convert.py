@@ -56,9 +56,7 @@ def convert_gguf(gguf_path: Path, out_dir: Path, log: Callable[[str], None]) -> 
     facts: dict[str, Any] = {"dtype": "float32"}
     with _quiet_progress_bars():
         t0 = time.perf_counter()
-        quantized = AutoModelForCausalLM.from_pretrained(
-            gguf_dir, gguf_file=gguf_name, dtype=torch.float32
-        )
+        quantized = AutoModelForCausalLM.from_pretrained(gguf_dir, gguf_file=gguf_name, dtype=torch.float32)
         tokenizer = AutoTokenizer.from_pretrained(gguf_dir, gguf_file=gguf_name)
         facts["dequantize_s"] = round(time.perf_counter() - t0, 2)
         log(f"dequantized {gguf_name} in {facts['dequantize_s']:.1f} s")
@@ -110,9 +108,7 @@ def _check_saved(out_dir: Path, state: dict[str, Any], tied: bool) -> dict[str, 
     tokenizer = AutoTokenizer.from_pretrained(out_dir)
     if getattr(model.config, "quantization_config", None) is not None:
         raise RuntimeError("saved config still has quantization_config")
-    if bool(getattr(model.config, "tie_word_embeddings", False)) != tied or (
-        tied and not _is_tied(model)
-    ):
+    if bool(getattr(model.config, "tie_word_embeddings", False)) != tied or (tied and not _is_tied(model)):
         raise RuntimeError("tie_word_embeddings was not preserved by the conversion")
     reloaded = model.state_dict()
     for key, tensor in state.items():
@@ -130,9 +126,7 @@ def _check_saved(out_dir: Path, state: dict[str, Any], tied: bool) -> dict[str, 
             do_sample=False,
             pad_token_id=tokenizer.pad_token_id,
         )
-    answer = tokenizer.decode(
-        output[0, inputs["input_ids"].shape[1] :], skip_special_tokens=True
-    ).strip()
+    answer = tokenizer.decode(output[0, inputs["input_ids"].shape[1] :], skip_special_tokens=True).strip()
     if SANITY_EXPECT not in answer:
         raise RuntimeError(
             f"converted model failed the sanity check: {SANITY_PROMPT!r} -> {answer!r} "

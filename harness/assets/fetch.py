@@ -141,8 +141,7 @@ def fetch_wheel(pin: PinnedWheel, cache_dir: Path) -> FetchedWheel:
                 pin,
                 downloaded,
                 actual,
-                "the download is corrupt or the release was replaced; nothing was kept, retry "
-                "or report it",
+                "the download is corrupt or the release was replaced; nothing was kept, retry or report it",
             )
         os.replace(downloaded, cached)
     return FetchedWheel(pin, cached, "pip", download_s, verify_s)

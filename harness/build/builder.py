@@ -64,15 +64,11 @@ def prepare_out_dir(out_dir: Path, overwrite: bool = False) -> None:
         raise HarnessError(
             f"output folder {out_dir} exists and is not empty", "pass --overwrite or another --out"
         )
-    probe = (
-        out_dir if out_dir.exists() else next((p for p in out_dir.parents if p.exists()), Path("/"))
-    )
+    probe = out_dir if out_dir.exists() else next((p for p in out_dir.parents if p.exists()), Path("/"))
     import os
 
     if not os.access(probe, os.W_OK):
-        raise HarnessError(
-            f"cannot write to {out_dir} ({probe} is not writable)", "choose a writable --out"
-        )
+        raise HarnessError(f"cannot write to {out_dir} ({probe} is not writable)", "choose a writable --out")
 
 
 def build_model(
@@ -112,14 +108,10 @@ def _build_in_memory(resolved: ResolvedRecipe, pool: DonorPool, device: str | No
     source = cfg.base_model or cfg.referenced_models()[0]
     tokenizer = AutoTokenizer.from_pretrained(source.model.path, revision=source.model.revision)
     _set_chat_template(tokenizer, cfg)
-    return BuiltModel(
-        model=model, tokenizer=tokenizer, recipe=resolved.recipe, route="memory", seconds=0.0
-    )
+    return BuiltModel(model=model, tokenizer=tokenizer, recipe=resolved.recipe, route="memory", seconds=0.0)
 
 
-def _build_on_disk(
-    resolved: ResolvedRecipe, out_dir: Path | None, device: str | None
-) -> BuiltModel:
+def _build_on_disk(resolved: ResolvedRecipe, out_dir: Path | None, device: str | None) -> BuiltModel:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     target = out_dir or Path(tempfile.mkdtemp(prefix="harness-merge-"))
@@ -131,9 +123,7 @@ def _build_on_disk(
     finally:
         if out_dir is None:
             shutil.rmtree(target, ignore_errors=True)
-    built = BuiltModel(
-        model=model, tokenizer=tokenizer, recipe=resolved.recipe, route="disk", seconds=0.0
-    )
+    built = BuiltModel(model=model, tokenizer=tokenizer, recipe=resolved.recipe, route="disk", seconds=0.0)
     if out_dir is not None:
         (out_dir / "recipe.yaml").write_text(resolved.recipe.to_yaml(), encoding="utf-8")
         built.path = out_dir

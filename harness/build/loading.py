@@ -26,14 +26,10 @@ def pick_dtype(dtype: str, device: str) -> Any:
     try:
         return getattr(torch, dtype)
     except AttributeError:
-        raise HarnessError(
-            f"unknown dtype {dtype!r}", "use auto, float32, bfloat16 or float16"
-        ) from None
+        raise HarnessError(f"unknown dtype {dtype!r}", "use auto, float32, bfloat16 or float16") from None
 
 
-def load_pretrained(
-    ref: str, *, device: str | None = None, dtype: str = "auto"
-) -> tuple[Any, Any, str]:
+def load_pretrained(ref: str, *, device: str | None = None, dtype: str = "auto") -> tuple[Any, Any, str]:
     """Return (model, tokenizer, resolved path) for a model reference, ready for evaluation."""
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 

@@ -132,9 +132,7 @@ def merge_in_memory(
     return tensors, out_config
 
 
-def merge_to_disk(
-    merge_config: Any, out_dir: Path, *, seed: int = 0, device: str | None = None
-) -> Path:
+def merge_to_disk(merge_config: Any, out_dir: Path, *, seed: int = 0, device: str | None = None) -> Path:
     """mergekit's own streaming merge (``run_merge``): for slices with tokenizer surgery or models too big for RAM."""
     from mergekit.merge import run_merge
 

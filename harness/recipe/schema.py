@@ -34,9 +34,7 @@ class Recipe(BaseModel):
     name: str | None = Field(default=None, description="Display name on the leaderboard.")
     merge: dict[str, Any] = Field(description="A plain mergekit configuration.")
     align: AlignSpec | None = None
-    seed: int = Field(
-        default=0, description="Seeds random merge methods (DARE, DELLA) and training."
-    )
+    seed: int = Field(default=0, description="Seeds random merge methods (DARE, DELLA) and training.")
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.canonical(), sort_keys=False, allow_unicode=True)

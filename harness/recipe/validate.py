@@ -76,9 +76,7 @@ def recipe_from_dict(data: Any, where: str = "recipe") -> Recipe:
     try:
         return Recipe.model_validate(data)
     except ValidationError as err:
-        raise HarnessError(
-            f"{where}: {_first_error(err)}", "see search/examples/ for the schema"
-        ) from None
+        raise HarnessError(f"{where}: {_first_error(err)}", "see search/examples/ for the schema") from None
 
 
 def resolve_recipe(recipe: Recipe, where: str = "recipe") -> ResolvedRecipe:
@@ -251,9 +249,7 @@ def _load_model_config(ref: str, path: str, where: str) -> Any:
             else "pass an existing local path, a demo: name (see `harness assets`), "
             "or a hub id available offline in the HF cache"
         )
-        raise HarnessError(
-            f"{where}: model {ref!r} could not be found ({type(err).__name__})", fix
-        ) from None
+        raise HarnessError(f"{where}: model {ref!r} could not be found ({type(err).__name__})", fix) from None
 
 
 def _check_shapes(where: str, config: Any, configs: dict[str, Any], paths: dict[str, str]) -> None:

@@ -140,9 +140,7 @@ class Leaderboard:
     def check_writable(self) -> None:
         """Fail with one line, before any heavy work and without writing, if the file is unusable."""
         if self.path.is_dir():
-            raise HarnessError(
-                f"--db {self.path} is a directory", "pass a file path ending in .duckdb"
-            )
+            raise HarnessError(f"--db {self.path} is a directory", "pass a file path ending in .duckdb")
         if self.path.exists():
             with self.connect():  # opens it read-write: also catches a lock held by another writer
                 return
@@ -185,9 +183,7 @@ class Leaderboard:
     def record(self, trial: TrialRecord, result: EvalResult | None = None) -> str:
         """Insert (or replace) one trial and its scores in a single transaction."""
         if result is not None:
-            trial.eval_seconds = (
-                trial.eval_seconds if trial.eval_seconds is not None else result.seconds
-            )
+            trial.eval_seconds = trial.eval_seconds if trial.eval_seconds is not None else result.seconds
             trial.eval_limit = trial.eval_limit if trial.eval_limit is not None else result.limit
         row = asdict(trial)
         params = row.pop("params")
@@ -267,9 +263,7 @@ class Leaderboard:
                             [
                                 trial.id,
                                 k,
-                                float(v)
-                                if isinstance(v, int | float) and not isinstance(v, bool)
-                                else None,
+                                float(v) if isinstance(v, int | float) and not isinstance(v, bool) else None,
                                 None
                                 if isinstance(v, int | float) and not isinstance(v, bool)
                                 else json.dumps(v),
@@ -315,9 +309,7 @@ class Leaderboard:
 
     def align_steps(self, trial_id: str) -> list[dict[str, Any]]:
         with self.connect(read_only=True) as con:
-            cur = con.execute(
-                "SELECT * FROM align_steps WHERE trial_id = ? ORDER BY step", [trial_id]
-            )
+            cur = con.execute("SELECT * FROM align_steps WHERE trial_id = ? ORDER BY step", [trial_id])
             cols = [d[0] for d in cur.description]
             return [dict(zip(cols, r, strict=True)) for r in cur.fetchall()]
 
@@ -329,12 +321,12 @@ class Leaderboard:
     def suite_summary(self, trial_id: str) -> dict[str, float | None]:
         with self.connect(read_only=True) as con:
             return dict(
-                con.execute(
-                    "SELECT name, value FROM suite_scores WHERE trial_id = ?", [trial_id]
-                ).fetchall()
+                con.execute("SELECT name, value FROM suite_scores WHERE trial_id = ?", [trial_id]).fetchall()
             )
 
-    def ranking(self, top: int | None = None, sort: str = "auto", study: str | None = None) -> list[dict[str, Any]]:
+    def ranking(
+        self, top: int | None = None, sort: str = "auto", study: str | None = None
+    ) -> list[dict[str, Any]]:
         """Trials with one column per headline score, best first (failed trials last).
 
         ``sort="auto"`` ranks by the benchmark average when rows have one, else by the

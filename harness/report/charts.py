@@ -144,9 +144,7 @@ def importance_chart(groups: list[dict[str, Any]]) -> dict[str, Any]:
     title = "Parameter importances (fANOVA, computed at report time)"
     traces = []
     names: set[str] = set()
-    for group, color in zip(
-        (g for g in groups if g["importances"]), itertools.cycle(COLORS), strict=False
-    ):
+    for group, color in zip((g for g in groups if g["importances"]), itertools.cycle(COLORS), strict=False):
         items = sorted(group["importances"].items(), key=lambda kv: kv[1])
         names.update(k for k, _ in items)
         traces.append(
@@ -220,9 +218,7 @@ def parameter_charts(trials: list[dict[str, Any]], groups: list[dict[str, Any]])
             "x": [t["params"][name] for t in done],
             "y": [t["objective"] for t in done],
             "text": [
-                _hover(
-                    t, f"{esc(name)} = {t['params'][name]:.4g}", f"objective {t['objective']:.4f}"
-                )
+                _hover(t, f"{esc(name)} = {t['params'][name]:.4g}", f"objective {t['objective']:.4f}")
                 for t in done
             ],
             "hoverinfo": "text",
@@ -249,9 +245,7 @@ def pick_pareto_pair(
         return sum(
             1
             for t in trials
-            if t["status"] == "ok"
-            and t["summary"].get(a) is not None
-            and t["summary"].get(b) is not None
+            if t["status"] == "ok" and t["summary"].get(a) is not None and t["summary"].get(b) is not None
         )
 
     if wanted is not None:
@@ -290,9 +284,7 @@ def pareto_chart(trials: list[dict[str, Any]], wanted: tuple[str, str] | None) -
     done = [
         t
         for t in trials
-        if t["status"] == "ok"
-        and t["summary"].get(a) is not None
-        and t["summary"].get(b) is not None
+        if t["status"] == "ok" and t["summary"].get(a) is not None and t["summary"].get(b) is not None
     ]
     if not done:
         return _chart("chart-pareto", title, None, f"no trial has both {la} and {lb}")

@@ -102,9 +102,7 @@ def headline_index() -> dict[str, tuple[str, str]]:
         for part in suite.parts:
             metric = part.metric or ""
             for key, how in (part.headlines or {part.task: "lm_eval"}).items():
-                index.setdefault(
-                    key, (part.task, metric if how == "lm_eval" else f"{metric}_macro")
-                )
+                index.setdefault(key, (part.task, metric if how == "lm_eval" else f"{metric}_macro"))
         if suite.total is not None:
             index.setdefault(suite.total.key, (suite.total.key, "mean"))
             index.setdefault(suite.total.partial_key, (suite.total.partial_key, "mean"))
@@ -179,9 +177,7 @@ def load_report_data(db: Path) -> ReportData:
     board = Leaderboard(db)
     data = ReportData(db=str(db), generated_at=datetime.now(UTC).isoformat(timespec="seconds"))
     with board.connect(read_only=True) as con:
-        tables = {
-            r[0] for r in con.execute("SELECT table_name FROM information_schema.tables").fetchall()
-        }
+        tables = {r[0] for r in con.execute("SELECT table_name FROM information_schema.tables").fetchall()}
         if "trials" not in tables:  # a file no harness command has written to yet
             data.reproducibility = _reproducibility([])
             return data
@@ -288,9 +284,7 @@ def _trial(
     for s in scores:
         by_task.setdefault((s["task"], s["metric"]), s)
     cells = {
-        key: _cell(key, summary, by_task, index, totals)
-        for key, _, _ in SCORE_COLUMNS
-        if key != "average"
+        key: _cell(key, summary, by_task, index, totals) for key, _, _ in SCORE_COLUMNS if key != "average"
     }
     cells["h4_partial"] = _cell("h4_partial", summary, by_task, index, totals)
     cells["average"] = _average(summary, by_task, index, totals)
@@ -316,9 +310,7 @@ def _trial(
         "suites": trial.get("suites"),
         "eval_limit": trial.get("eval_limit"),
         "recipe_hash": trial.get("recipe_hash"),
-        "created_at": trial["created_at"].isoformat(timespec="seconds")
-        if trial.get("created_at")
-        else None,
+        "created_at": trial["created_at"].isoformat(timespec="seconds") if trial.get("created_at") else None,
         "build_seconds": _num(trial.get("build_seconds")),
         "eval_seconds": _num(trial.get("eval_seconds")),
         "align_seconds": sum(_num(s.get("seconds")) or 0.0 for s in steps) or None,
@@ -366,11 +358,7 @@ def _average(
 
 def _mark_ties(data: ReportData) -> None:
     """Rows within the combined stderr of the leader on the ranking metric (the average)."""
-    ranked = [
-        t
-        for t in data.trials
-        if t["rank"] is not None and t["cells"]["average"]["value"] is not None
-    ]
+    ranked = [t for t in data.trials if t["rank"] is not None and t["cells"]["average"]["value"] is not None]
     if not ranked:
         return
     leader = ranked[0]

@@ -82,9 +82,7 @@ def importance_group(
             for name, dist in distributions.items()
         }
         rebuilt.add_trial(
-            optuna.trial.create_trial(
-                params=params, distributions=distributions, value=t["objective"]
-            )
+            optuna.trial.create_trial(params=params, distributions=distributions, value=t["objective"])
         )
     try:
         # A fixed seed: the same database always gives the same report.
@@ -104,10 +102,7 @@ def param_importances(trials: list[dict[str, Any]]) -> list[dict[str, Any]]:
         done = [
             t
             for t in trials
-            if t.get("study") == study
-            and t["status"] == "ok"
-            and t["objective"] is not None
-            and t["params"]
+            if t.get("study") == study and t["status"] == "ok" and t["objective"] is not None and t["params"]
         ]
         groups.append(importance_group(study, "all methods", done))
         methods = sorted({m for t in done if (m := method_of(t))})

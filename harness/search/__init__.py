@@ -8,9 +8,7 @@ from harness.search.runner import SearchOptions, SearchOutcome, SearchRunner
 from harness.search.space import ObjectiveSpec, SamplerSpec, SearchSpace, load_space
 
 
-def run_search(
-    space: SearchSpace, options: SearchOptions, console: Console | None = None
-) -> SearchOutcome:
+def run_search(space: SearchSpace, options: SearchOptions, console: Console | None = None) -> SearchOutcome:
     """Run (or resume) a study until it has ``options.budget`` finished trials."""
     return SearchRunner(space, options, console=console).run()
 

@@ -41,17 +41,13 @@ def iter_distributions(template: Any, path: str = "") -> Iterator[tuple[str, dic
             yield from iter_distributions(value, f"{path}[{i}]")
 
 
-def check_distribution(
-    where: str, dist: dict[str, Any], bounds: tuple[float, float] | None
-) -> None:
+def check_distribution(where: str, dist: dict[str, Any], bounds: tuple[float, float] | None) -> None:
     """Empty or inverted ranges, ranges outside the parameter's legal bounds, bad options."""
     kind = next(k for k in KINDS if k in dist)
     spec = dist[kind]
     if kind == "choice":
         if not isinstance(spec, list) or not spec:
-            raise HarnessError(
-                f"{where}: choice needs a non-empty list", "write choice: [a, b, ...]"
-            )
+            raise HarnessError(f"{where}: choice needs a non-empty list", "write choice: [a, b, ...]")
         return
     if not (isinstance(spec, list) and len(spec) == 2 and all(_is_number(v) for v in spec)):
         raise HarnessError(f"{where}: {kind} needs [low, high]", f"write {kind}: [low, high]")
@@ -98,8 +94,7 @@ def materialize(template: Any, trial: Any, prefix: str, path: str = "") -> Any:
         return sample(trial, f"{prefix}.{path}", template)
     if isinstance(template, dict):
         return {
-            k: materialize(v, trial, prefix, f"{path}.{k}" if path else str(k))
-            for k, v in template.items()
+            k: materialize(v, trial, prefix, f"{path}.{k}" if path else str(k)) for k, v in template.items()
         }
     if isinstance(template, list):
         return [materialize(v, trial, prefix, f"{path}[{i}]") for i, v in enumerate(template)]

@@ -61,9 +61,7 @@ class SearchRunner:
                 f"--budget must be >= 1, got {options.budget}", "pass a positive number of trials"
             )
         if options.limit is not None and options.limit <= 0:
-            raise HarnessError(
-                f"--limit must be >= 1, got {options.limit}", "pass a positive limit"
-            )
+            raise HarnessError(f"--limit must be >= 1, got {options.limit}", "pass a positive limit")
         self.space = space
         self.options = options
         self.console = console or Console(stderr=True)
@@ -132,9 +130,7 @@ class SearchRunner:
             )
             while len(self.finished_trials()) < self.options.budget:
                 if self._grid_exhausted():
-                    self.console.print(
-                        "[yellow]the grid is exhausted[/]: every grid point has been tried"
-                    )
+                    self.console.print("[yellow]the grid is exhausted[/]: every grid point has been tried")
                     break
                 status = self.run_one()
                 outcome.ran += status == "ok"
@@ -200,7 +196,10 @@ class SearchRunner:
             del built
             return self._finish(trial, record, result.summary, result=result)
         except KeyboardInterrupt:
-            record.status, record.error = INTERRUPTED, "interrupted by the user (Ctrl-C)"
+            record.status, record.error = (
+                INTERRUPTED,
+                "interrupted (Ctrl-C or SIGTERM); a rerun resumes the study",
+            )
             self.board.record(record)
             trial.set_user_attr(INTERRUPTED, True)
             self.study.tell(trial, state=optuna.trial.TrialState.FAIL)

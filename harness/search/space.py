@@ -104,7 +104,9 @@ class SuiteSpec(BaseModel):
         total = Total(self.total, tuple(p.key or p.task for p in self.parts)) if self.total else None
         suite = Suite(self.name, self.description or f"suite {self.name} from a search space", parts, total)
         if SUITES.get(self.name, suite) != suite:
-            raise HarnessError(f"suite {self.name!r} is already defined differently", "give the suite another name")
+            raise HarnessError(
+                f"suite {self.name!r} is already defined differently", "give the suite another name"
+            )
         SUITES[self.name] = suite
         return self.name
 
@@ -114,9 +116,7 @@ class SamplerSpec(BaseModel):
 
     name: Literal["tpe", "cmaes", "nsga2", "random", "grid"] = "tpe"
     seed: int = 0
-    options: dict[str, Any] = Field(
-        default_factory=dict, description="Passed to the Optuna sampler."
-    )
+    options: dict[str, Any] = Field(default_factory=dict, description="Passed to the Optuna sampler.")
 
 
 class SearchSpace(BaseModel):
@@ -128,13 +128,9 @@ class SearchSpace(BaseModel):
         default_factory=dict, description="Alias -> model reference, used as $alias."
     )
     methods: dict[str, dict[str, Any]] = Field(description="Candidate name -> mergekit template.")
-    align: dict[str, Any] | None = Field(
-        default=None, description="Alignment search (DPO/sDPO): next issue."
-    )
+    align: dict[str, Any] | None = Field(default=None, description="Alignment search (DPO/sDPO): next issue.")
     suites: list[str | SuiteSpec]
-    limit: int | None = Field(
-        default=None, description="Questions per task (documented CPU budget)."
-    )
+    limit: int | None = Field(default=None, description="Questions per task (documented CPU budget).")
     batch_size: int = 8
     data_dir: str | None = None
     dtype: str = "float32"
@@ -160,9 +156,7 @@ def load_space(path: str | Path) -> SearchSpace:
     """Parse and fully validate a search-space file (exit-2 errors, nothing written)."""
     path = Path(path)
     if not path.is_file():
-        raise HarnessError(
-            f"search space file not found: {path}", "pass --space with an existing YAML file"
-        )
+        raise HarnessError(f"search space file not found: {path}", "pass --space with an existing YAML file")
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as err:
@@ -192,9 +186,7 @@ def validate_space(space: SearchSpace, where: str) -> None:
     if space.limit is not None and space.limit <= 0:
         raise HarnessError(f"{where}: limit must be >= 1", "raise limit or remove it")
     if space.align is not None:
-        raise HarnessError(
-            f"{where}: align search is not available in this version", "remove the align part"
-        )
+        raise HarnessError(f"{where}: align search is not available in this version", "remove the align part")
     for suite in space.suites:
         if isinstance(suite, SuiteSpec):
             suite.register()
@@ -215,9 +207,7 @@ def validate_space(space: SearchSpace, where: str) -> None:
                     f"define it under models: ({', '.join(space.models)})",
                 )
         for path, dist in iter_distributions(template):
-            check_distribution(
-                f"{label}.{path}", dist, PARAMETER_RANGES.get(_parameter_name(path) or "")
-            )
+            check_distribution(f"{label}.{path}", dist, PARAMETER_RANGES.get(_parameter_name(path) or ""))
         # The low end of every range must make a valid, resolvable recipe (method known,
         # models present, shapes compatible): catch it now, not in trial 37.
         resolve_recipe(space.recipe(method, LowestValues()), where=label)
