@@ -205,6 +205,10 @@ def test_expanding_a_row_shows_the_recipe(driver, site):
     assert len(steps) == 2 and "0.27" in steps[1].text
     copy = details.find_element(By.CSS_SELECTOR, "button.copy")
     copy.click()
+    # The label changes when the clipboard promise settles: wait for it, don't race it.
+    deadline = time.monotonic() + 5
+    while copy.text == "copy" and time.monotonic() < deadline:
+        time.sleep(0.05)
     assert copy.text in ("copied", "selected: press Ctrl+C")
     tbody.find_element(By.CSS_SELECTOR, "button.toggle").click()
     assert not details.is_displayed()
