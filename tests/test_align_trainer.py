@@ -335,3 +335,29 @@ def test_two_dpo_steps_on_the_real_demo_model():
     ids = tok(prompt, return_tensors="pt")
     out = result.model.generate(**ids, max_new_tokens=8, do_sample=False)
     assert "Paris" in tok.decode(out[0, ids["input_ids"].shape[1] :])
+
+
+@pytest.mark.parametrize("route", ["memory", "disk"])
+def test_build_with_align_saves_the_aligned_model(tiny_models, tmp_path, route):
+    """build_model aligns after the merge, and --out holds the aligned weights on both routes."""
+    from transformers import AutoModelForCausalLM
+
+    from harness.build import build_model
+    from harness.recipe import recipe_from_dict, resolve_recipe
+
+    merge = {
+        "merge_method": "linear",
+        "models": [
+            {"model": str(tiny_models["donor_a"]), "parameters": {"weight": 0.5}},
+            {"model": str(tiny_models["donor_b"]), "parameters": {"weight": 0.5}},
+        ],
+    }
+    plain = build_model(resolve_recipe(recipe_from_dict({"merge": merge})))
+    recipe = recipe_from_dict(
+        {"merge": merge, "align": {"method": "dpo", "data": TOY, "max_steps": 1, **FAST}}
+    )
+    out = tmp_path / route
+    built = build_model(resolve_recipe(recipe), out_dir=out, route=route)
+    assert len(built.align_steps) == 1
+    saved = _weights(AutoModelForCausalLM.from_pretrained(out))
+    assert _same(saved, _weights(built.model)) and not _same(saved, _weights(plain.model))

@@ -82,12 +82,13 @@ def build_model(
     """Merge (and, from the alignment issue on, align) one recipe into a loaded model."""
     start = time.perf_counter()
     chosen = choose_route(resolved, route)
+    aligning = resolved.recipe.align is not None
     if chosen == "memory":
         built = _build_in_memory(resolved, pool or DonorPool(), device)
-    else:
-        built = _build_on_disk(resolved, out_dir, device)
+    else:  # with align, the on-disk merge is only an intermediate: the aligned model is saved below
+        built = _build_on_disk(resolved, None if aligning else out_dir, device)
     built.seconds = time.perf_counter() - start
-    if resolved.recipe.align is not None:
+    if aligning:
         from harness.align import apply_alignment
 
         built.align_steps = apply_alignment(built, device=device)  # adds its time to built.seconds
