@@ -21,6 +21,7 @@ import math
 import random
 import tempfile
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -322,7 +323,11 @@ def dpo_step(
         )
         trainer = None
         try:
-            with _no_reference_reload(), _quiet_datasets():
+            with _no_reference_reload(), _quiet_datasets(), warnings.catch_warnings():
+                # TRL 1.16 reads the renamed transformers 5 attribute itself; not actionable here.
+                warnings.filterwarnings(
+                    "ignore", message=".*is_gradient_checkpointing", category=FutureWarning
+                )
                 trainer = DPOTrainer(
                     model=policy,
                     ref_model=ref_model,
@@ -339,7 +344,11 @@ def dpo_step(
                     f"align step {step} ({chunk.name}): every prompt is longer than "
                     f"max_length={config.max_length}; raise max_length"
                 )
-            trainer.train()
+            with warnings.catch_warnings():
+                warnings.filterwarnings(
+                    "ignore", message=".*is_gradient_checkpointing", category=FutureWarning
+                )
+                trainer.train()
             history = list(trainer.state.log_history)
             train_steps = int(trainer.state.global_step)
             model = trainer.accelerator.unwrap_model(trainer.model)
