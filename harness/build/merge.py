@@ -167,11 +167,7 @@ def _config_dtype(config: Any) -> torch.dtype:
 
 def _tied_parameter_names(model: Any) -> set[str]:
     names: set[str] = set()
-    keys = getattr(model, "_tied_weights_keys", None) or {}
-    if isinstance(keys, dict):
-        names.update(keys)
-    else:
-        names.update(keys)
+    names.update(getattr(model, "_tied_weights_keys", None) or ())  # a dict or a list of names
     if getattr(model.config, "tie_word_embeddings", False):
         names.add("lm_head.weight")
     return names

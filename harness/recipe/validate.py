@@ -59,13 +59,17 @@ class ResolvedRecipe:
 def load_recipe(source: str | Path) -> Recipe:
     """Parse a recipe file (or YAML text) into a :class:`Recipe`."""
     text, where = _read_source(source)
+    return recipe_from_dict(parse_yaml(text, where), where)
+
+
+def parse_yaml(text: str, where: str) -> Any:
+    """YAML text -> data; a syntax error is one line naming the file and the line."""
     try:
-        data = yaml.safe_load(text)
+        return yaml.safe_load(text)
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         at = f" at line {mark.line + 1}" if mark else ""
         raise HarnessError(f"{where}: malformed YAML{at}", "fix the YAML syntax") from None
-    return recipe_from_dict(data, where)
 
 
 def recipe_from_dict(data: Any, where: str = "recipe") -> Recipe:
@@ -76,7 +80,7 @@ def recipe_from_dict(data: Any, where: str = "recipe") -> Recipe:
     try:
         return Recipe.model_validate(data)
     except ValidationError as err:
-        raise HarnessError(f"{where}: {_first_error(err)}", "see search/examples/ for the schema") from None
+        raise HarnessError(f"{where}: {first_error(err)}", "see search/examples/ for the schema") from None
 
 
 def resolve_recipe(recipe: Recipe, where: str = "recipe") -> ResolvedRecipe:
@@ -106,7 +110,7 @@ def resolve_recipe(recipe: Recipe, where: str = "recipe") -> ResolvedRecipe:
         config = MergeConfiguration.model_validate(merge)
     except ValidationError as err:
         raise HarnessError(
-            f"{where}: invalid mergekit configuration: {_first_error(err)}",
+            f"{where}: invalid mergekit configuration: {first_error(err)}",
             "see mergekit's documentation",
         ) from None
 
@@ -148,7 +152,8 @@ def _read_source(source: str | Path) -> tuple[str, str]:
     return str(source), "recipe"
 
 
-def _first_error(err: ValidationError) -> str:
+def first_error(err: ValidationError) -> str:
+    """The first pydantic error as ``loc: message`` (one line for HarnessError)."""
     first = err.errors()[0]
     loc = ".".join(str(p) for p in first.get("loc", ()))
     return f"{loc}: {first.get('msg')}" if loc else str(first.get("msg"))

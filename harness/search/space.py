@@ -22,11 +22,11 @@ import re
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from harness.errors import HarnessError
 from harness.recipe import PARAMETER_RANGES, Recipe, recipe_from_dict, resolve_recipe
+from harness.recipe.validate import first_error, parse_yaml
 from harness.search.distributions import (
     LowestValues,
     check_distribution,
@@ -157,23 +157,14 @@ def load_space(path: str | Path) -> SearchSpace:
     path = Path(path)
     if not path.is_file():
         raise HarnessError(f"search space file not found: {path}", "pass --space with an existing YAML file")
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        at = f" at line {mark.line + 1}" if mark else ""
-        raise HarnessError(f"{path}: malformed YAML{at}", "fix the YAML syntax") from None
+    data = parse_yaml(path.read_text(encoding="utf-8"), str(path))
     if not isinstance(data, dict):
         raise HarnessError(f"{path}: a search space must be a YAML mapping", "see search/demo.yaml")
     data.setdefault("name", path.stem)
     try:
         space = SearchSpace.model_validate(data)
     except ValidationError as err:
-        first = err.errors()[0]
-        loc = ".".join(str(p) for p in first.get("loc", ()))
-        raise HarnessError(
-            f"{path}: {loc}: {first.get('msg')}", "see search/demo.yaml for the schema"
-        ) from None
+        raise HarnessError(f"{path}: {first_error(err)}", "see search/demo.yaml for the schema") from None
     validate_space(space, str(path))
     return space
 
