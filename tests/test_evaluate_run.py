@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -223,6 +224,14 @@ def test_h4_is_none_with_partial_when_a_part_has_no_data(tmp_path, tiny, capfd) 
     assert tqa.data_source.startswith("no data: TruthfulQA")
     arc = _rows(result, "arc_challenge")["acc_norm"]
     assert arc.n_samples == 2 and arc.num_fewshot == 25
+    # Each headline carries the stderr and source of the row it came from; the partial
+    # total pools its parts' stderrs (independent benchmarks).
+    errors, sources = result.summary_stderr, result.summary_source
+    assert errors["arc_challenge"] == arc.stderr and sources["arc_challenge"] == arc.data_source
+    assert errors["mmlu_macro"] == _rows(result, "mmlu")["acc_macro"].stderr
+    assert errors["truthfulqa_mc2"] is None and errors["h4"] is None
+    pooled = math.sqrt(sum(errors[k] ** 2 for k in ("arc_challenge", "hellaswag", "mmlu_macro"))) / 3
+    assert errors["h4_partial"] == pytest.approx(pooled) and partial.stderr == errors["h4_partial"]
     assert "validation split instead of test" in arc.data_source
 
 

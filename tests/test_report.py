@@ -279,3 +279,65 @@ def test_proxy_scores_never_fill_the_benchmark_columns(tmp_path):
     files = generate_report(db, tmp_path / "index.html")
     cells = json.loads(files.json.read_text())["trials"][0]["cells"]
     assert cells["arc_challenge"]["value"] is None and cells["average"]["value"] is None
+
+
+def test_proxy_study_gets_objective_and_proxy_columns_ranked_by_objective(tmp_path):
+    """A demo search scored only on a space's own suite: the table shows its objective and
+    keys (total first, with stderr and the substitute label), ranks by objective and marks
+    ties with the objective's stderr."""
+    from harness.evaluate.results import EvalResult, Score
+    from harness.record import TrialRecord
+
+    db = tmp_path / "lb.duckdb"
+    arc_src = "demo:ai2_arc/ARC-Challenge/validation (validation split instead of test)"
+    board = Leaderboard(db)
+    for name, arc, objective, se in (
+        ("a", 0.30, 0.30, 0.05),
+        ("b", 0.50, 0.50, 0.05),
+        ("c", 0.45, 0.45, 0.05),
+    ):
+        result = EvalResult(
+            scores=[Score("arc_challenge", "acc_norm", arc, 0.09, 30, 0, arc_src, suite="proxy")],
+            summary={"arc_challenge_0shot": arc, "proxy_total": arc},
+            summary_stderr={"arc_challenge_0shot": 0.09, "proxy_total": se},
+            summary_source={"arc_challenge_0shot": arc_src, "proxy_total": "mean of arc_challenge_0shot"},
+        )
+        board.record(
+            TrialRecord(name=name, source="search", study="demo", objective=objective, objective_stderr=se),
+            result,
+        )
+    files = generate_report(db, tmp_path / "index.html")
+    payload = json.loads(files.json.read_text())
+    keys = [c["key"] for c in payload["columns"]]
+    assert keys[-3:] == ["objective", "proxy_total", "arc_challenge_0shot"]
+    assert payload["rank_key"] == "objective"
+    rows = payload["trials"]
+    assert [t["name"] for t in rows] == ["b", "c", "a"] and [t["rank"] for t in rows] == [1, 2, 3]
+    assert [t["tie"] for t in rows] == ["leader", "tied", None]  # |0.05| <= 0.07; |0.20| is not
+    cell = rows[0]["cells"]["arc_challenge_0shot"]
+    assert cell["state"] == "substitute" and cell["stderr"] == pytest.approx(0.09)
+    assert rows[0]["cells"]["objective"]["stderr"] == pytest.approx(0.05)
+    html = files.html.read_text()
+    assert 'data-key="objective"' in html and 'data-col="arc_challenge_0shot"' in html
+    header = next(csv.reader(files.csv.read_text().splitlines()))
+    assert {"objective_stderr", "proxy_total", "arc_challenge_0shot_stderr"} <= set(header)
+
+
+def test_schema_1_files_gain_the_new_columns(tmp_path):
+    """A leaderboard written before suite_scores had stderr/data_source keeps working."""
+    from harness.record import TrialRecord
+
+    db = tmp_path / "old.duckdb"
+    Leaderboard(db).record(TrialRecord(name="old", source="eval", id="old"))
+    with duckdb.connect(str(db)) as con:  # back to schema 1: drop what schema 2 added
+        con.execute("ALTER TABLE trials DROP COLUMN objective_stderr")
+        con.execute("ALTER TABLE suite_scores DROP COLUMN stderr")
+        con.execute("ALTER TABLE suite_scores DROP COLUMN data_source")
+        con.execute("INSERT INTO suite_scores VALUES ('old', 'h4', 0.5)")
+    board = Leaderboard(db)
+    board.record(TrialRecord(name="new", source="eval", objective=0.4, objective_stderr=0.1))
+    with duckdb.connect(str(db), read_only=True) as con:
+        cols = [r[0] for r in con.execute("DESCRIBE suite_scores").fetchall()]
+        objective_se = con.execute("SELECT objective_stderr FROM trials WHERE name = 'new'").fetchone()[0]
+    assert cols == ["trial_id", "name", "value", "stderr", "data_source"] and objective_se == 0.1
+    assert board.suite_summary("old") == {"h4": 0.5} and board.suite_summary("old", "stderr") == {"h4": None}

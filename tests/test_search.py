@@ -109,6 +109,13 @@ def test_three_trials_then_resume_to_five(tmp_path, tiny_models, data):
     by_number = {t.number: t.value for t in complete}
     for _, _, objective, _, number in rows:
         assert objective == pytest.approx(by_number[number])
+    # Its stderr (objective = arc_challenge alone) is that score's stderr.
+    errors = db_rows(
+        tmp_path,
+        "SELECT t.objective_stderr, s.stderr FROM trials t JOIN suite_scores s ON s.trial_id = t.id "
+        "WHERE s.name = 'arc_challenge'",
+    )
+    assert len(errors) == 3 and all(a is not None and a == pytest.approx(b) for a, b in errors)
 
     # Same command with a larger budget resumes the study: 2 more trials, not 5.
     runner, outcome = run(space, tmp_path, 5)
@@ -130,6 +137,69 @@ def test_recorded_recipe_rebuilds_exactly(tmp_path, tiny_models, data):
     b = build_model(resolve_recipe(load_recipe(tmp_path / "r.yaml")), route="memory")
     for name, tensor in a.model.state_dict().items():
         assert torch.equal(tensor, b.model.state_dict()[name])
+
+
+TOY_PREFS = str(Path(__file__).parent / "fixtures" / "align" / "toy_standard.jsonl")
+ALIGN_SPACE = {
+    "none": None,
+    "dpo": {
+        "method": "dpo",
+        "data": [TOY_PREFS],
+        "beta": {"float": [0.05, 0.5], "log": True},
+        "learning_rate": 1e-3,
+        "max_steps": 1,
+        "per_device_train_batch_size": 4,
+        "warmup_ratio": 0.0,
+        "max_length": 64,
+        "lora": {"r": {"choice": [2, 4]}, "alpha": 8},
+    },
+    "sdpo": {
+        "method": "sdpo",
+        "data": [TOY_PREFS],
+        "partition": "random",
+        "steps": {"int": [2, 3]},
+        "max_steps": 1,
+        "per_device_train_batch_size": 4,
+        "warmup_ratio": 0.0,
+        "max_length": 64,
+    },
+}
+
+
+def test_merge_and_alignment_are_searched_jointly(tmp_path, tiny_models, data):
+    from harness.recipe import load_recipe
+
+    space = write_space(tmp_path, tiny_models, data, align=ALIGN_SPACE, sampler={"name": "random", "seed": 1})
+    runner, outcome = run(space, tmp_path, 6)
+    assert outcome.failed == 0
+    trials = runner.study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))
+    picked = {t.params["align"] for t in trials}
+    assert picked == {"none", "dpo", "sdpo"}, picked
+    for t in trials:
+        # Align parameters are conditional: only the chosen candidate's exist.
+        align_params = {k.split(".")[1] for k in t.params if k.startswith("align.")}
+        assert align_params == ({t.params["align"]} - {"none"})
+    rows = db_rows(
+        tmp_path,
+        "SELECT t.id, t.align_method, t.recipe_yaml, count(s.trial_id) FROM trials t "
+        "LEFT JOIN align_steps s ON s.trial_id = t.id GROUP BY ALL",
+    )
+    for _, align_method, recipe_yaml, steps in rows:
+        (tmp_path / "r.yaml").write_text(recipe_yaml)
+        recipe = load_recipe(tmp_path / "r.yaml")  # what `harness build` reads back
+        assert (recipe.align.method if recipe.align else None) == align_method
+        assert steps == (recipe.align.num_steps if recipe.align else 0)
+
+
+def test_invalid_align_space_fails_before_any_work(tmp_path, tiny_models, data):
+    bad_beta = {"dpo": {**ALIGN_SPACE["dpo"], "beta": {"float": [0.0, 0.5]}}}
+    with pytest.raises(HarnessError, match="leaves the legal"):
+        load_space(write_space(tmp_path, tiny_models, data, align=bad_beta))
+    missing = {"dpo": {**ALIGN_SPACE["dpo"], "data": [str(tmp_path / "nope.jsonl")]}}
+    with pytest.raises(HarnessError, match="nope.jsonl"):
+        load_space(write_space(tmp_path, tiny_models, data, align=missing))
+    with pytest.raises(HarnessError, match="align is empty"):
+        load_space(write_space(tmp_path, tiny_models, data, align={}))
 
 
 def test_failing_trial_is_recorded_and_the_study_goes_on(tmp_path, tiny_models, data):
@@ -251,3 +321,25 @@ def test_cli_bad_inputs_exit_2_and_write_nothing(tmp_path, tiny_models, data):
         assert result.exit_code == 2, (args, result.output)
         assert result.stderr.startswith("harness: error:") and result.stderr.count("\n") == 1
         assert not db.exists()
+
+
+@pytest.mark.parametrize(("name", "layers"), [("sakura-solar", 4), ("solar-dus", 32)])
+def test_example_spaces_validate_with_local_stand_ins(tmp_path, name, layers):
+    """The GPU/hub spaces are complete: with tiny local stand-ins for the hub models and
+    the hub preference data, every method and alignment candidate resolves."""
+    from tests.tiny import make_tiny_llama
+
+    repo = Path(__file__).parent.parent
+    space = yaml.safe_load((repo / "search" / f"{name}.yaml").read_text())
+    space["models"] = {
+        alias: str(make_tiny_llama(tmp_path / alias, seed=i, num_layers=layers))
+        for i, alias in enumerate(space["models"])
+    }
+    for template in space.get("align", {}).values():
+        if template:
+            for source in template["data"]:
+                source["path"] = TOY_PREFS
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(space))
+    loaded = load_space(path)
+    assert loaded.methods and loaded.align

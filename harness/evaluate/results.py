@@ -37,3 +37,7 @@ class EvalResult:
     task_versions: dict[str, str] = field(default_factory=dict)
     limit: int | None = None
     seconds: float = 0.0
+    # For each summary key: the stderr of its number and where its data came from (so a
+    # leaderboard can show "± stderr" and "substitute data" for keys it does not know).
+    summary_stderr: dict[str, float | None] = field(default_factory=dict)
+    summary_source: dict[str, str] = field(default_factory=dict)

@@ -309,30 +309,43 @@ def _headlines(
                     part.num_fewshot,
                 )
             else:
-                value = values.get((node.name, part.num_fewshot), {}).get(metric, (None,))[0]
+                value, stderr = values.get((node.name, part.num_fewshot), {}).get(metric, (None, None))[:2]
             summary.setdefault(key, value)
+            result.summary_stderr.setdefault(key, stderr if value is not None else None)
+            result.summary_source.setdefault(key, sources[key])
     if suite.total is not None:
-        _total(suite, summary, sources, add)
+        _total(suite, result, sources, add)
 
 
-def _total(suite: Suite, summary: dict[str, float | None], sources: dict[str, str], add: Any) -> None:
+def _total(suite: Suite, result: EvalResult, sources: dict[str, str], add: Any) -> None:
     total = suite.total
     assert total is not None
+    summary = result.summary
     parts = {k: summary.get(k) for k in total.of}
     have = {k: v for k, v in parts.items() if v is not None}
     missing = [k for k in total.of if k not in have]
     mean = sum(have.values()) / len(have) if have else None
+    # Stderr of an unweighted mean of independent benchmarks (None if a part lacks one).
+    errors = [result.summary_stderr.get(k) for k in have]
+    stderr = (
+        math.sqrt(sum(e * e for e in errors)) / len(errors)  # type: ignore[operator]
+        if errors and all(e is not None for e in errors)
+        else None
+    )
     # Substitute data (other splits) is named on the total too: it changes comparability.
     substituted = [k for k in have if "instead of" in sources.get(k, "")]
     note = f"; substitute data for {', '.join(substituted)}" if substituted else ""
     if not missing:
         summary[total.key] = mean
+        result.summary_stderr[total.key] = stderr
+        result.summary_source[total.key] = f"mean of {', '.join(total.of)}{note}"
         add(
             Score(
                 task=total.key,
                 metric="mean",
                 value=mean,
-                data_source=f"mean of {', '.join(total.of)}{note}",
+                stderr=stderr,
+                data_source=result.summary_source[total.key],
                 suite=suite.name,
                 aggregate=True,
             ),
@@ -342,12 +355,16 @@ def _total(suite: Suite, summary: dict[str, float | None], sources: dict[str, st
     reasons = "; ".join(f"{k}: {sources.get(k, 'no data')}" for k in missing)
     summary[total.key] = None
     summary[total.partial_key] = mean
+    partial_source = f"partial: mean of {', '.join(have) or 'nothing'}; missing {', '.join(missing)}{note}"
+    result.summary_stderr[total.key], result.summary_stderr[total.partial_key] = None, stderr
+    result.summary_source[total.key] = f"no data: missing parts {', '.join(missing)} ({reasons})"
+    result.summary_source[total.partial_key] = partial_source
     add(
         Score(
             task=total.key,
             metric="mean",
             value=None,
-            data_source=f"no data: missing parts {', '.join(missing)} ({reasons})",
+            data_source=result.summary_source[total.key],
             suite=suite.name,
             aggregate=True,
         ),
@@ -358,9 +375,8 @@ def _total(suite: Suite, summary: dict[str, float | None], sources: dict[str, st
             task=total.partial_key,
             metric="mean",
             value=mean,
-            data_source=(
-                f"partial: mean of {', '.join(have) or 'nothing'}; missing {', '.join(missing)}{note}"
-            ),
+            stderr=stderr,
+            data_source=partial_source,
             suite=suite.name,
             aggregate=True,
         ),

@@ -5,8 +5,8 @@ Tables:
   versions).
 - ``scores(trial_id, task, metric, value, stderr, n_samples, num_fewshot, data_source)``:
   one row per lm-eval task (subtasks included) and metric, plus suite aggregates.
-- ``suite_scores(trial_id, name, value)``: headline numbers (h4, mmlu, mmlu_macro, kmmlu,
-  arc_challenge, ...); NULL means "no data", never 0.
+- ``suite_scores(trial_id, name, value, stderr, data_source)``: headline numbers (h4, mmlu,
+  mmlu_macro, kmmlu, arc_challenge, a search space's own keys, ...); NULL means "no data", never 0.
 - ``trial_params(trial_id, name, value, value_text)``: sampled search parameters.
 
 DuckDB allows one read-write process per file, so every write opens, writes one
@@ -33,7 +33,7 @@ from harness.errors import HarnessError
 from harness.evaluate.results import EvalResult
 from harness.record.versions import harness_commit, library_versions
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: suite_scores.stderr / data_source
 
 # Headline columns in leaderboard order; "average" is the mean of the benchmark ones present.
 SUITE_COLUMNS = (
@@ -65,6 +65,7 @@ CREATE TABLE IF NOT EXISTS trials (
     study VARCHAR,
     trial_number INTEGER,
     objective DOUBLE,
+    objective_stderr DOUBLE,          -- stderr of a weighted-mean objective (NULL for Pareto)
     reused_from VARCHAR,              -- scores copied from this trial (same recipe hash)
     build_seconds DOUBLE,
     eval_seconds DOUBLE,
@@ -81,7 +82,14 @@ CREATE TABLE IF NOT EXISTS scores (
     value DOUBLE, stderr DOUBLE, n_samples INTEGER, num_fewshot INTEGER,
     data_source VARCHAR, suite VARCHAR, aggregate BOOLEAN
 );
-CREATE TABLE IF NOT EXISTS suite_scores (trial_id VARCHAR NOT NULL, name VARCHAR NOT NULL, value DOUBLE);
+CREATE TABLE IF NOT EXISTS suite_scores (
+    trial_id VARCHAR NOT NULL, name VARCHAR NOT NULL, value DOUBLE, stderr DOUBLE, data_source VARCHAR
+);
+-- Files written by schema 1 (no objective_stderr, no stderr / data_source per headline)
+-- gain the columns, NULL.
+ALTER TABLE trials ADD COLUMN IF NOT EXISTS objective_stderr DOUBLE;
+ALTER TABLE suite_scores ADD COLUMN IF NOT EXISTS stderr DOUBLE;
+ALTER TABLE suite_scores ADD COLUMN IF NOT EXISTS data_source VARCHAR;
 CREATE TABLE IF NOT EXISTS align_steps (
     trial_id VARCHAR NOT NULL, step INTEGER NOT NULL, method VARCHAR, chunk VARCHAR,
     examples INTEGER, train_steps INTEGER, seconds DOUBLE, lora BOOLEAN,
@@ -112,6 +120,7 @@ class TrialRecord:
     study: str | None = None
     trial_number: int | None = None
     objective: float | None = None
+    objective_stderr: float | None = None
     reused_from: str | None = None
     build_seconds: float | None = None
     eval_seconds: float | None = None
@@ -223,8 +232,17 @@ class Leaderboard:
                         ],
                     )
                     con.executemany(
-                        "INSERT INTO suite_scores VALUES (?, ?, ?)",
-                        [[trial.id, k, _clean(v)] for k, v in result.summary.items()],
+                        "INSERT INTO suite_scores VALUES (?, ?, ?, ?, ?)",
+                        [
+                            [
+                                trial.id,
+                                k,
+                                _clean(v),
+                                _clean(result.summary_stderr.get(k)),
+                                result.summary_source.get(k),
+                            ]
+                            for k, v in result.summary.items()
+                        ],
                     )
                 if align_steps:
                     con.executemany(
@@ -297,7 +315,8 @@ class Leaderboard:
             [trial_id, source_id],
         )
         con.execute(
-            "INSERT INTO suite_scores SELECT ?, name, value FROM suite_scores WHERE trial_id = ?",
+            """INSERT INTO suite_scores SELECT ?, name, value, stderr, data_source
+               FROM suite_scores WHERE trial_id = ?""",
             [trial_id, source_id],
         )
         con.execute(
@@ -318,10 +337,15 @@ class Leaderboard:
             row = con.execute("SELECT recipe_yaml FROM trials WHERE id = ?", [trial_id]).fetchone()
         return row[0] if row else None
 
-    def suite_summary(self, trial_id: str) -> dict[str, float | None]:
+    def suite_summary(self, trial_id: str, column: str = "value") -> dict[str, float | None]:
+        """Summary key -> value (or ``column="stderr"``: its stderr) of one trial."""
+        if column not in ("value", "stderr"):
+            raise ValueError(column)
         with self.connect(read_only=True) as con:
             return dict(
-                con.execute("SELECT name, value FROM suite_scores WHERE trial_id = ?", [trial_id]).fetchall()
+                con.execute(
+                    f"SELECT name, {column} FROM suite_scores WHERE trial_id = ?", [trial_id]
+                ).fetchall()
             )
 
     def ranking(

@@ -31,6 +31,7 @@ SCORE_COLUMNS: tuple[tuple[str, str, str], ...] = (
     ("mmlu", "MMLU micro", "MMLU 5-shot acc, lm-eval's size-weighted group number"),
     ("kmmlu", "KMMLU", "KMMLU 5-shot acc, macro mean over the subjects"),
 )
+OBJECTIVE_COLUMN = ("objective", "Objective", "The search objective of the trial's study (its space file)")
 TRACKED_VERSIONS = ("lm_eval", "transformers", "torch", "mergekit", "trl", "peft", "optuna")
 SUBJECT_FAMILIES = (("mmlu", "MMLU"), ("kmmlu", "KMMLU"))
 _SUBSTITUTE_MARKS = ("instead of", "(official:", "substitute data")
@@ -45,6 +46,10 @@ class ReportData:
     merge_methods: list[str] = field(default_factory=list)
     align_methods: list[str] = field(default_factory=list)
     leader_id: str | None = None
+    # Table columns (key, label, help): the leaderboard's own, then the search objective and
+    # any other summary key the file holds (e.g. a demo's 0-shot proxy), so no row is all "—".
+    columns: list[tuple[str, str, str]] = field(default_factory=lambda: list(SCORE_COLUMNS))
+    rank_key: str = "average"  # what rank, ties and the default sort use
     reproducibility: dict[str, Any] = field(default_factory=dict)
 
 
@@ -192,18 +197,21 @@ def load_report_data(db: Path) -> ReportData:
         suite_scores = table("suite_scores", "name")
         params = table("trial_params", "name")
         steps = table("align_steps", "step")
-    # Same order as `harness leaderboard` (ok first, best average first), with a stable
-    # tie-break (older first, then name) so equal averages (reused rows) never swap places.
-    ranking = sorted(
-        board.ranking(),
+    # Same order as `harness leaderboard` (ok first, best average first, or best objective
+    # when no row has a leaderboard benchmark), with a stable tie-break (older first, then
+    # name) so equal scores (reused rows) never swap places.
+    ranking = board.ranking()
+    data.rank_key = "average" if any(r["average"] is not None for r in ranking) else "objective"
+    ranking.sort(
         key=lambda r: (
             r["status"] != "ok",
-            r["average"] is None,
-            -(r["average"] or 0.0),
+            r[data.rank_key] is None,
+            -(r[data.rank_key] or 0.0),
             r["created_at"],
             r["name"],
         ),
     )
+    data.columns = _columns(trials.values(), suite_scores)
 
     index, totals = headline_index(), total_parts()
     names = {tid: t["name"] for tid, t in trials.items()}
@@ -219,7 +227,8 @@ def load_report_data(db: Path) -> ReportData:
                 order=order,
                 rank=rank if status == "ok" else None,
                 scores=scores.get(trial["id"], []),
-                summary={r["name"]: _num(r["value"]) for r in suite_scores.get(trial["id"], [])},
+                summary_rows=suite_scores.get(trial["id"], []),
+                extra=[key for key, _, _ in data.columns[len(SCORE_COLUMNS) :]],
                 params=params.get(trial["id"], []),
                 steps=steps.get(trial["id"], []),
                 index=index,
@@ -273,13 +282,15 @@ def _trial(
     order: int,
     rank: int | None,
     scores: list[dict[str, Any]],
-    summary: dict[str, float | None],
+    summary_rows: list[dict[str, Any]],
+    extra: list[str],
     params: list[dict[str, Any]],
     steps: list[dict[str, Any]],
     index: dict[str, tuple[str, str]],
     totals: dict[str, tuple[str, ...]],
     names: dict[str, str],
 ) -> dict[str, Any]:
+    summary = {r["name"]: _num(r["value"]) for r in summary_rows}
     by_task: dict[tuple[str, str], dict[str, Any]] = {}
     for s in scores:
         by_task.setdefault((s["task"], s["metric"]), s)
@@ -288,6 +299,9 @@ def _trial(
     }
     cells["h4_partial"] = _cell("h4_partial", summary, by_task, index, totals)
     cells["average"] = _average(summary, by_task, index, totals)
+    stored = {r["name"]: r for r in summary_rows}
+    for key in extra:
+        cells[key] = _stored_cell(trial, stored.get(key)) if key != "objective" else _objective_cell(trial)
     reused = trial.get("reused_from")
     return {
         "id": trial["id"],
@@ -302,6 +316,7 @@ def _trial(
         "merge_method": trial.get("merge_method"),
         "align_method": trial.get("align_method"),
         "objective": _num(trial.get("objective")),
+        "objective_stderr": _num(trial.get("objective_stderr")),
         "model_ref": trial.get("model_ref"),
         "reused_from": reused,
         "reused_from_name": names.get(reused) if reused else None,
@@ -326,6 +341,50 @@ def _trial(
         "align_steps": [_step_row(s) for s in steps],
         "tie": None,  # set by _mark_ties: "leader" | "tied" | None
         "tie_note": None,
+    }
+
+
+def _columns(
+    trials: Iterable[dict[str, Any]], suite_scores: dict[str, list[dict[str, Any]]]
+) -> list[tuple[str, str, str]]:
+    """The fixed leaderboard columns, then the objective and other stored summary keys."""
+    fixed = {key for key, _, _ in SCORE_COLUMNS} | {"h4_partial"}
+    columns = list(SCORE_COLUMNS)
+    if any(t.get("objective") is not None for t in trials):
+        columns.append(OBJECTIVE_COLUMN)
+    sources: dict[str, str] = {}
+    for rows in suite_scores.values():
+        for r in rows:
+            if r["name"] not in fixed and r["name"] not in sources:
+                sources[r["name"]] = r.get("data_source") or ""
+    # A suite's total (its source reads "mean of ...") before the parts it averages.
+    for key in sorted(sources, key=lambda k: (not sources[k].startswith(("mean of", "partial:")), k)):
+        columns.append((key, key, sources[key] or "a summary key of the trial's suites"))
+    return columns
+
+
+def _stored_cell(trial: dict[str, Any], row: dict[str, Any] | None) -> dict[str, Any]:
+    """A summary key the leaderboard has no column of its own for, as stored by the run."""
+    if row is None:
+        return {"state": "missing", "value": None, "stderr": None, "source": "not evaluated"}
+    source = row.get("data_source") or ""
+    value = _num(row["value"])
+    if value is None:
+        return {"state": "no data", "value": None, "stderr": None, "source": source or "no data"}
+    state = "substitute" if is_substitute(source) else "ok"
+    return {"state": state, "value": value, "stderr": _num(row.get("stderr")), "source": source}
+
+
+def _objective_cell(trial: dict[str, Any]) -> dict[str, Any]:
+    value = _num(trial.get("objective"))
+    if value is None:
+        return {"state": "missing", "value": None, "stderr": None, "source": "no objective"}
+    study = trial.get("study") or "?"
+    return {
+        "state": "ok",
+        "value": value,
+        "stderr": _num(trial.get("objective_stderr")),
+        "source": f"objective of study {study}",
     }
 
 
@@ -357,25 +416,24 @@ def _average(
 
 
 def _mark_ties(data: ReportData) -> None:
-    """Rows within the combined stderr of the leader on the ranking metric (the average)."""
-    ranked = [t for t in data.trials if t["rank"] is not None and t["cells"]["average"]["value"] is not None]
+    """Rows within the combined stderr of the leader on the ranking metric (average or objective)."""
+    key = data.rank_key
+    ranked = [t for t in data.trials if t["rank"] is not None and t["cells"][key]["value"] is not None]
     if not ranked:
         return
     leader = ranked[0]
     data.leader_id = leader["id"]
     leader["tie"] = "leader"
-    lead = leader["cells"]["average"]
+    lead = leader["cells"][key]
     for row in ranked[1:]:
-        cell = row["cells"]["average"]
+        cell = row["cells"][key]
         if lead["stderr"] is None or cell["stderr"] is None:
             continue  # no stderr: we cannot say it is tied, so we don't mark it
         gap = abs(lead["value"] - cell["value"])
         bound = math.sqrt(lead["stderr"] ** 2 + cell["stderr"] ** 2)
         if gap <= bound:
             row["tie"] = "tied"
-            row["tie_note"] = (
-                f"average within stderr of the leader: |Δ| = {gap * 100:.2f} ≤ {bound * 100:.2f}"
-            )
+            row["tie_note"] = f"{key} within stderr of the leader: |Δ| = {gap * 100:.2f} ≤ {bound * 100:.2f}"
 
 
 def _subjects(scores: list[dict[str, Any]]) -> list[dict[str, Any]]:

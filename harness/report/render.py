@@ -18,7 +18,6 @@ from markupsafe import Markup
 
 from harness.report.charts import build_charts, script_json
 from harness.report.data import (
-    SCORE_COLUMNS,
     ReportData,
     finite,
     load_report_data,
@@ -143,7 +142,8 @@ def render_html(
         title=title,
         data=data,
         trials=data.trials,
-        columns=SCORE_COLUMNS,
+        columns=data.columns,
+        rank_key=data.rank_key,
         charts=charts if data.trials else [],
         importances=importances,
         chart_json=Markup(script_json(charts if data.trials else [])),
@@ -156,9 +156,6 @@ def render_html(
         json_name=out.with_suffix(".json").name,
         csv_name=out.with_suffix(".csv").name,
     )
-
-
-CSV_KEYS = [k for k, _, _ in SCORE_COLUMNS] + ["h4_partial"]
 
 
 def render_csv(data: ReportData) -> str:
@@ -174,9 +171,11 @@ def render_csv(data: ReportData) -> str:
         "merge_method",
         "align_method",
         "objective",
+        "objective_stderr",
         "tie_with_leader",
     ]
-    for key in CSV_KEYS:
+    keys = [k for k, _, _ in data.columns if k != "objective"] + ["h4_partial"]
+    for key in keys:
         head += [key, f"{key}_stderr", f"{key}_state", f"{key}_source"]
     tail = [
         "num_parameters",
@@ -193,8 +192,8 @@ def render_csv(data: ReportData) -> str:
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(head + tail)
     for t in data.trials:
-        row = [t[k] if k != "tie_with_leader" else t["tie"] for k in head[:11]]
-        for key in CSV_KEYS:
+        row = [t[k] if k != "tie_with_leader" else t["tie"] for k in head[:12]]
+        for key in keys:
             cell = t["cells"][key]
             row += [cell["value"], cell["stderr"], cell["state"], cell["source"]]
         row += [t[k] for k in tail]
@@ -204,7 +203,7 @@ def render_csv(data: ReportData) -> str:
 
 def render_json(data: ReportData, importances: list[dict[str, Any]]) -> str:
     payload = asdict(data)
-    payload["columns"] = [{"key": k, "label": label, "help": h} for k, label, h in SCORE_COLUMNS]
+    payload["columns"] = [{"key": k, "label": label, "help": h} for k, label, h in data.columns]
     payload["importances"] = importances
     payload["note"] = "scores are fractions (0..1); null means no data, never 0"
     return json.dumps(finite(payload), indent=1, default=str, allow_nan=False)

@@ -157,8 +157,9 @@ class SearchRunner:
         )
         try:
             method = trial.suggest_categorical("method", list(self.space.methods))
-            recipe = self.space.recipe(method, trial)
-            recipe.name = f"{self.study_name}#{trial.number}-{method}"
+            align = trial.suggest_categorical("align", list(self.space.align)) if self.space.align else None
+            recipe = self.space.recipe(method, trial, align=align)
+            recipe.name = f"{self.study_name}#{trial.number}-{method}" + (f"+{align}" if recipe.align else "")
             record.name = recipe.name
             record.merge_method = recipe.merge.get("merge_method")
             record.align_method = recipe.align.method if recipe.align else None
@@ -230,6 +231,10 @@ class SearchRunner:
             record.status, record.error = "failed", f"objective has no data for {missing}"
         else:
             record.objective = values[0] if len(values) == 1 else sum(values) / len(values)
+            errors = (
+                result.summary_stderr if result is not None else self.board.suite_summary(copy_from, "stderr")
+            )  # type: ignore[arg-type]
+            record.objective_stderr = self.space.objective.stderr(errors)
         if copy_from:
             self.board.record_copy(record, copy_from)
         else:

@@ -10,6 +10,13 @@ Example (see ``search/demo.yaml`` for a full one)::
         base_model: $base
         models: [{model: $base}, {model: $other}]
         parameters: {t: {gradient: [0, 1], points: 3}}
+    align:                                               # optional: alignment candidates
+      none: null                                         # the merge alone
+      dpo:                                               # an AlignConfig template
+        method: dpo
+        data: [demo:piqa]
+        beta: {float: [0.05, 0.5], log: true}
+        lora: {r: {choice: [4, 8]}, alpha: 16}
     suites: [arc_easy, mmlu_high_school_biology]
     limit: 40
     objective: {maximize: {arc_easy: 1, mmlu: 1}}     # or  pareto: [kmmlu, mmlu]
@@ -18,12 +25,14 @@ Example (see ``search/demo.yaml`` for a full one)::
 
 from __future__ import annotations
 
+import math
 import re
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from harness.align.config import ALIGN_PARAMETER_RANGES
 from harness.errors import HarnessError
 from harness.recipe import PARAMETER_RANGES, Recipe, recipe_from_dict, resolve_recipe
 from harness.recipe.validate import first_error, parse_yaml
@@ -73,6 +82,14 @@ class ObjectiveSpec(BaseModel):
             return [float(summary[k]) for k in self.pareto]  # type: ignore[arg-type]
         weights = self.maximize or {}
         return [sum(summary[k] * w for k, w in weights.items()) / sum(weights.values())]  # type: ignore[operator]
+
+    def stderr(self, errors: dict[str, float | None]) -> float | None:
+        """Stderr of the weighted-mean objective from its keys' stderrs (independent
+        benchmarks assumed); None for a Pareto objective or when a key has none."""
+        if self.pareto or any(errors.get(k) is None for k in self.keys):
+            return None
+        weights = self.maximize or {}
+        return math.sqrt(sum((w * errors[k]) ** 2 for k, w in weights.items())) / sum(weights.values())  # type: ignore[operator]
 
 
 class PartSpec(BaseModel):
@@ -128,7 +145,11 @@ class SearchSpace(BaseModel):
         default_factory=dict, description="Alias -> model reference, used as $alias."
     )
     methods: dict[str, dict[str, Any]] = Field(description="Candidate name -> mergekit template.")
-    align: dict[str, Any] | None = Field(default=None, description="Alignment search (DPO/sDPO): next issue.")
+    align: dict[str, dict[str, Any] | None] | None = Field(
+        default=None,
+        description="Alignment candidates: name -> AlignConfig template (values may be distributions), "
+        "or null for 'no alignment'. Each trial picks one, jointly with the merge method.",
+    )
     suites: list[str | SuiteSpec]
     limit: int | None = Field(default=None, description="Questions per task (documented CPU budget).")
     batch_size: int = 8
@@ -145,11 +166,19 @@ class SearchSpace(BaseModel):
         """The method's template with $aliases replaced by model references."""
         return _substitute(self.methods[method], self.models)
 
-    def recipe(self, method: str, trial: Any) -> Recipe:
-        """Sample one concrete recipe (define-by-run) for the chosen method."""
+    def recipe(self, method: str, trial: Any, align: str | None = None) -> Recipe:
+        """Sample one concrete recipe (define-by-run) for the chosen method and alignment.
+
+        Align parameters are named ``align.<candidate>.<path>``, so, like merge parameters,
+        they exist only in trials that picked that candidate (no beta without alignment).
+        """
         merge = materialize(self.template(method), trial, prefix=method)
         merge.setdefault("dtype", self.dtype)
-        return recipe_from_dict({"name": None, "merge": merge}, where=f"{self.name}.{method}")
+        data: dict[str, Any] = {"name": None, "merge": merge}
+        template = (self.align or {}).get(align) if align else None
+        if template is not None:
+            data["align"] = materialize(template, trial, prefix=f"align.{align}")
+        return recipe_from_dict(data, where=f"{self.name}.{method}" + (f"+{align}" if align else ""))
 
 
 def load_space(path: str | Path) -> SearchSpace:
@@ -176,8 +205,8 @@ def validate_space(space: SearchSpace, where: str) -> None:
         raise HarnessError(f"{where}: methods is empty", "list at least one merge method template")
     if space.limit is not None and space.limit <= 0:
         raise HarnessError(f"{where}: limit must be >= 1", "raise limit or remove it")
-    if space.align is not None:
-        raise HarnessError(f"{where}: align search is not available in this version", "remove the align part")
+    if space.align is not None and not space.align:
+        raise HarnessError(f"{where}: align is empty", "list candidates (null = no alignment) or remove it")
     for suite in space.suites:
         if isinstance(suite, SuiteSpec):
             suite.register()
@@ -202,6 +231,15 @@ def validate_space(space: SearchSpace, where: str) -> None:
         # The low end of every range must make a valid, resolvable recipe (method known,
         # models present, shapes compatible): catch it now, not in trial 37.
         resolve_recipe(space.recipe(method, LowestValues()), where=label)
+    first_method = next(iter(space.methods))
+    for name, template in (space.align or {}).items():
+        if template is None:
+            continue
+        label = f"{where}: align.{name}"
+        for path, dist in iter_distributions(template):
+            check_distribution(f"{label}.{path}", dist, ALIGN_PARAMETER_RANGES.get(path.split(".")[-1]))
+        # Data sources load and have TRL's columns, T fits the data, ... (no weights loaded).
+        resolve_recipe(space.recipe(first_method, LowestValues(), align=name), where=label)
 
 
 def _substitute(value: Any, models: dict[str, str]) -> Any:
