@@ -238,22 +238,26 @@ def leaderboard(
     top: Annotated[int | None, typer.Option(help="Show the best K rows.")] = None,
     fmt: Annotated[str, typer.Option("--format", help="table | json | csv.")] = "table",
     sort: Annotated[str, typer.Option(help="Column to rank by (auto: average, else objective).")] = "auto",
-    trial: Annotated[str | None, typer.Option(help="Show every score of one trial id.")] = None,
+    trial: Annotated[
+        str | None,
+        typer.Option(help="One trial id: its scores, sampled parameters and alignment steps (csv: scores)."),
+    ] = None,
 ) -> None:
     """Print the ranking from the DuckDB leaderboard."""
     _positive("--top", top)
     if fmt not in ("table", "json", "csv"):
         raise HarnessError(f"unknown format {fmt!r}", "use table, json or csv")
     board = _leaderboard(db)
-    rows = board.scores(trial) if trial else board.ranking(top=top, sort=sort)
+    if trial:
+        _show_trial(board, trial, fmt)
+        return
+    rows = board.ranking(top=top, sort=sort)
     if fmt == "json":
         print(json.dumps(rows, indent=2, default=str))
     elif fmt == "csv":
         import pandas as pd
 
         print(pd.DataFrame(rows).to_csv(index=False), end="")
-    elif trial:
-        _print_scores(rows)
     else:
         _print_ranking(rows, db)
 
@@ -408,21 +412,70 @@ def _print_search_summary(runner: Any, outcome: Any, db: Path) -> None:
     out.print(f"leaderboard: {db}  (harness leaderboard --db {db} --top 10)")
 
 
-def _print_scores(rows: list[dict[str, Any]]) -> None:
-    table = Table()
-    for col in ("task", "metric", "value", "stderr", "n", "shots", "data"):
+ALIGN_STEP_COLUMNS = (
+    "step",
+    "method",
+    "chunk",
+    "examples",
+    "train_steps",
+    "lora",
+    "seconds",
+    "loss",
+    "rewards_chosen",
+    "rewards_rejected",
+    "rewards_margins",
+    "rewards_accuracies",
+)
+
+
+def _show_trial(board: Any, trial_id: str, fmt: str) -> None:
+    """Everything recorded about one trial: scores, sampled parameters, alignment steps."""
+    trial = board.trial(trial_id)
+    if trial is None:
+        raise HarnessError(f"no trial {trial_id!r} in {board.path}", "take an id from `harness leaderboard`")
+    scores, params, steps = board.scores(trial_id), board.params(trial_id), board.align_steps(trial_id)
+    if fmt == "json":
+        doc = {"trial": trial, "scores": scores, "params": params, "align_steps": steps}
+        print(json.dumps(doc, indent=2, default=str))
+        return
+    if fmt == "csv":
+        import pandas as pd
+
+        print(pd.DataFrame(scores).to_csv(index=False), end="")
+        return
+    console = Console(width=200)
+    where = f"{trial['study']}#{trial['trial_number']}" if trial["study"] else trial["source"]
+    objective = trial.get("objective")
+    if objective is not None:
+        se = trial.get("objective_stderr")
+        where += f" · objective {objective:.4f}" + (f" ± {se:.4f}" if se is not None else "")
+    console.print(f"[bold]{trial['name']}[/] ({trial['id']}, {trial['status']}, {where})")
+    if trial.get("error"):
+        console.print(f"[red]{trial['error']}[/]")
+    _print_rows(
+        console,
+        "scores",
+        ("task", "metric", "value", "stderr", "n_samples", "num_fewshot", "data_source"),
+        scores,
+    )
+    if params:
+        _print_rows(
+            console,
+            "sampled parameters",
+            ("name", "value"),
+            [{"name": k, "value": v} for k, v in params.items()],
+        )
+    if steps:
+        _print_rows(console, "alignment steps", ALIGN_STEP_COLUMNS, steps)
+
+
+def _print_rows(console: Console, title: str, columns: tuple[str, ...], rows: list[dict[str, Any]]) -> None:
+    table = Table(title=title)
+    for col in columns:
         table.add_column(col)
     for r in rows:
-        table.add_row(
-            r["task"],
-            r["metric"],
-            _fmt(r["value"]),
-            _fmt(r["stderr"]),
-            _fmt(r["n_samples"]),
-            _fmt(r["num_fewshot"]),
-            r["data_source"] or "",
-        )
-    Console(width=200).print(table)
+        table.add_row(*(_fmt(r.get(c)) for c in columns))
+    console.print(table)
 
 
 if __name__ == "__main__":

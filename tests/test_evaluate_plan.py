@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import logging
 import shutil
 from pathlib import Path
 
@@ -215,3 +216,15 @@ def test_missing_column_in_save_to_disk_layout(tmp_path) -> None:
         datasets.Dataset.from_list(rows).save_to_disk(str(root / f"cais/mmlu/anatomy/{split}"))
     with pytest.raises(HarnessError, match="no column 'answer'"):
         plan_evaluation(["mmlu_anatomy"], data_dir=root)
+
+
+def test_expected_lm_eval_warnings_are_dropped_others_kept(caplog):
+    import harness.evaluate.runner  # noqa: F401  (installs the filter)
+
+    with caplog.at_level("WARNING"):
+        logging.getLogger("lm_eval.evaluator").warning("Overwriting default num_fewshot of x from None to 0")
+        logging.getLogger("lm_eval.models.huggingface").warning(
+            "Passed an already-initialized model through `pretrained`, assuming single-process call"
+        )
+        logging.getLogger("lm_eval.evaluator").warning("a warning the user must see")
+    assert [r.getMessage() for r in caplog.records] == ["a warning the user must see"]

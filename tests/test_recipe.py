@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from harness.errors import HarnessError
@@ -94,3 +96,14 @@ def test_malformed_yaml_and_wrong_shape(tmp_path):
         recipe_from_dict(["a", "b"])
     with pytest.raises(HarnessError, match="unknown_key: Extra inputs"):
         recipe_from_dict({"merge": {"merge_method": "linear"}, "unknown_key": 1})
+
+
+@pytest.mark.parametrize(
+    "path",
+    sorted((Path(__file__).parents[1] / "search" / "examples").glob("*.yaml")),
+    ids=lambda p: p.stem,
+)
+def test_example_recipes_parse(path):
+    """Every shipped example is a valid recipe (schema and align ranges; models are not loaded)."""
+    recipe = load_recipe(path)
+    assert recipe.merge["merge_method"] and recipe.name

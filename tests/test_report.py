@@ -38,6 +38,7 @@ def test_writes_html_json_and_csv_beside_each_other(report):
     assert files.json == files.html.with_suffix(".json") and files.json.exists()
     assert files.csv == files.html.with_suffix(".csv") and files.csv.exists()
     assert files.trials == len(payload["trials"]) == 13
+    assert payload["empty_columns"] == []  # every leaderboard column has a row with it
     rows = list(csv.DictReader(files.csv.open()))
     assert len(rows) == 13
 
@@ -319,6 +320,18 @@ def test_proxy_study_gets_objective_and_proxy_columns_ranked_by_objective(tmp_pa
     assert rows[0]["cells"]["objective"]["stderr"] == pytest.approx(0.05)
     html = files.html.read_text()
     assert 'data-key="objective"' in html and 'data-col="arc_challenge_0shot"' in html
+    # No row has a leaderboard benchmark: those columns leave the table, not the exports.
+    assert set(payload["empty_columns"]) == {
+        "average",
+        "h4",
+        "hellaswag",
+        "mmlu_macro",
+        "truthfulqa_mc2",
+        "mmlu",
+        "kmmlu",
+        "arc_challenge",
+    }
+    assert 'data-key="h4"' not in html and 'data-key="average"' not in html
     header = next(csv.reader(files.csv.read_text().splitlines()))
     assert {"objective_stderr", "proxy_total", "arc_challenge_0shot_stderr"} <= set(header)
 

@@ -283,24 +283,41 @@ def test_a_single_evaluation_shows_chart_notes_instead_of_charts(driver, tmp_pat
 
 
 def test_screenshot(driver, site, tmp_path):
-    """Full-page screenshot for the README (HARNESS_SCREENSHOT=docs/leaderboard.png)."""
+    """Screenshots for the README (HARNESS_SCREENSHOT=docs/leaderboard.png): the top of the
+    page (table) there, and the charts section beside it as ``<name>-charts.png``."""
     page = site[0]
     source_db = os.environ.get("HARNESS_SCREENSHOT_DB")
     if source_db:
         page = generate_report(Path(source_db), tmp_path / "shot" / "index.html").html
     assert load(driver, page) == []
     height = driver.execute_script("return document.documentElement.scrollHeight")
+    full = capture(driver, 0, height)
+    assert len(full) > 50_000
+    charts = driver.execute_script(
+        "const r = document.getElementById('charts').getBoundingClientRect();"
+        "return [r.top + window.scrollY, r.height];"
+    )
+    target = Path(os.environ.get("HARNESS_SCREENSHOT") or tmp_path / "leaderboard.png")
+    save(target, capture(driver, 0, min(height, 1400)))
+    save(target.with_name(f"{target.stem}-charts.png"), capture(driver, charts[0], charts[1]))
+
+
+def capture(driver: Any, top: float, height: float) -> bytes:
+    """A PNG of the page region [top, top + height) at 1440 px wide, beyond the viewport."""
     shot = driver.execute_cdp_cmd(
         "Page.captureScreenshot",
         {
             "format": "png",
             "captureBeyondViewport": True,
-            "clip": {"x": 0, "y": 0, "width": 1440, "height": height, "scale": 1},
+            "clip": {"x": 0, "y": top, "width": 1440, "height": height, "scale": 1},
         },
     )
     png = base64.b64decode(shot["data"])
-    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 50_000
-    target = Path(os.environ.get("HARNESS_SCREENSHOT") or tmp_path / "leaderboard.png")
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+    return png
+
+
+def save(target: Path, png: bytes) -> None:
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_suffix(".tmp.png")
     tmp.write_bytes(png)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import duckdb
@@ -189,6 +190,18 @@ def test_merge_and_alignment_are_searched_jointly(tmp_path, tiny_models, data):
         recipe = load_recipe(tmp_path / "r.yaml")  # what `harness build` reads back
         assert (recipe.align.method if recipe.align else None) == align_method
         assert steps == (recipe.align.num_steps if recipe.align else 0)
+
+    # `harness leaderboard --trial` shows a trial's TRL metrics per alignment step.
+    trial_id, _, _, steps = next(r for r in rows if r[1] == "sdpo")
+    db = str(tmp_path / "lb.duckdb")
+    shown = CliRunner().invoke(app, ["leaderboard", "--db", db, "--trial", trial_id])
+    assert shown.exit_code == 0 and "alignment steps" in shown.stdout and "rewards_margins" in shown.stdout
+    doc = json.loads(
+        CliRunner().invoke(app, ["leaderboard", "--db", db, "--trial", trial_id, "--format", "json"]).stdout
+    )
+    assert len(doc["align_steps"]) == steps and doc["params"]["align"] == "sdpo" and doc["scores"]
+    missing = CliRunner().invoke(app, ["leaderboard", "--db", db, "--trial", "nope"])
+    assert missing.exit_code == 2 and "no trial 'nope'" in missing.stderr
 
 
 def test_invalid_align_space_fails_before_any_work(tmp_path, tiny_models, data):

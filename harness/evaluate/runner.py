@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from collections.abc import Iterator, Sequence
@@ -85,6 +86,25 @@ def _silenced(bar: Any) -> Any:
         return bar(*args, **kwargs)
 
     return make
+
+
+# lm-eval warnings that describe what we do on purpose (pass a loaded model, set the shots
+# of every task explicitly): repeated once per trial they bury the search's progress bar.
+_EXPECTED_LM_EVAL_WARNINGS = (
+    "model kwarg is not of type `str`",
+    "Passed an already-initialized model",
+    "Overwriting default num_fewshot",
+)
+
+
+class _DropExpected(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        return not any(text in message for text in _EXPECTED_LM_EVAL_WARNINGS)
+
+
+for _name in ("lm_eval.models.huggingface", "lm_eval.evaluator"):
+    logging.getLogger(_name).addFilter(_DropExpected())
 
 
 @contextmanager

@@ -134,6 +134,21 @@ class TrialRecord:
     align_steps: list[dict[str, Any]] = field(default_factory=list)
 
 
+def param_value(value: float | None, text: str | None) -> Any:
+    """A stored search parameter: numbers are DOUBLE (whole ones come back as int), the
+    rest JSON text (see ``Leaderboard.record``); NaN/inf -> None."""
+    if value is not None:
+        if not math.isfinite(value):
+            return None
+        return int(value) if float(value).is_integer() and abs(value) < 2**53 else value
+    if text is None:
+        return None
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
 def _clean(value: float | None) -> float | None:
     return None if value is None or (isinstance(value, float) and math.isnan(value)) else value
 
@@ -326,11 +341,26 @@ class Leaderboard:
             [trial_id, source_id],
         )
 
-    def align_steps(self, trial_id: str) -> list[dict[str, Any]]:
+    def _select(self, sql: str, args: list[Any]) -> list[dict[str, Any]]:
+        """Rows of a read-only query as dicts ([] when the file does not exist yet)."""
+        if not self.path.exists():
+            return []
         with self.connect(read_only=True) as con:
-            cur = con.execute("SELECT * FROM align_steps WHERE trial_id = ? ORDER BY step", [trial_id])
+            cur = con.execute(sql, args)
             cols = [d[0] for d in cur.description]
             return [dict(zip(cols, r, strict=True)) for r in cur.fetchall()]
+
+    def trial(self, trial_id: str) -> dict[str, Any] | None:
+        rows = self._select("SELECT * FROM trials WHERE id = ?", [trial_id])
+        return rows[0] if rows else None
+
+    def params(self, trial_id: str) -> dict[str, Any]:
+        """Sampled search parameters of one trial (numbers as numbers, the rest as stored)."""
+        rows = self._select("SELECT * FROM trial_params WHERE trial_id = ? ORDER BY name", [trial_id])
+        return {r["name"]: param_value(r["value"], r["value_text"]) for r in rows}
+
+    def align_steps(self, trial_id: str) -> list[dict[str, Any]]:
+        return self._select("SELECT * FROM align_steps WHERE trial_id = ? ORDER BY step", [trial_id])
 
     def recipe_yaml(self, trial_id: str) -> str | None:
         with self.connect(read_only=True) as con:
@@ -392,13 +422,9 @@ class Leaderboard:
         return records[:top] if top else records
 
     def scores(self, trial_id: str) -> list[dict[str, Any]]:
-        with self.connect(read_only=True) as con:
-            cur = con.execute(
-                "SELECT * FROM scores WHERE trial_id = ? ORDER BY aggregate DESC, task, metric",
-                [trial_id],
-            )
-            cols = [d[0] for d in cur.description]
-            return [dict(zip(cols, r, strict=True)) for r in cur.fetchall()]
+        return self._select(
+            "SELECT * FROM scores WHERE trial_id = ? ORDER BY aggregate DESC, task, metric", [trial_id]
+        )
 
     def find_scored(self, recipe_hash: str, suites: str, limit: int | None) -> str | None:
         """Id of an ok trial with this recipe already scored on the same suites and limit."""

@@ -146,14 +146,18 @@ def importance_chart(groups: list[dict[str, Any]]) -> dict[str, Any]:
     names: set[str] = set()
     for group, color in zip((g for g in groups if g["importances"]), itertools.cycle(COLORS), strict=False):
         items = sorted(group["importances"].items(), key=lambda kv: kv[1])
-        names.update(k for k, _ in items)
+        # One row per bar: a parameter shared by several groups (method, align) is labelled
+        # with its group, so bars never share a row (plotly's grouped bars would leave every
+        # row a slot per group, mostly empty).
+        labels = [k if k.startswith(f"{group['group']}.") else f"{k} [{group['group']}]" for k, _ in items]
+        names.update(labels)
         traces.append(
             {
                 "type": "bar",
                 "orientation": "h",
                 "name": esc(f"{group['study']} · {group['group']} ({group['n_trials']} trials)"),
                 "x": [v for _, v in items],
-                "y": [esc(k) for k, _ in items],
+                "y": [esc(k) for k in labels],
                 "marker": {"color": color},
                 "hovertemplate": "%{y}: %{x:.3f}<extra>%{fullData.name}</extra>",
             }
@@ -166,9 +170,11 @@ def importance_chart(groups: list[dict[str, Any]]) -> dict[str, Any]:
             None,
             "; ".join(notes) if notes else "not enough trials: no search trials yet",
         )
-    layout = _layout("importance", "", barmode="group")
-    layout["height"] = max(320, 60 + 26 * len(names) * max(1, len(traces) // 2))
-    layout["margin"]["l"] = 220
+    layout = _layout("importance", "", barmode="overlay")
+    layout["height"] = max(320, 160 + 22 * len(names))  # ~22 px a row: every label readable
+    layout["yaxis"].update({"automargin": True, "dtick": 1})
+    layout["legend"] = {"orientation": "h", "y": 1.0, "yanchor": "bottom"}  # above: no overlap
+    layout["margin"].update({"l": 220, "t": 90})
     return _chart("chart-importance", title, {"data": traces, "layout": layout})
 
 

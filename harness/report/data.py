@@ -19,6 +19,7 @@ import yaml
 
 from harness.errors import HarnessError
 from harness.record import AVERAGED, Leaderboard, harness_commit
+from harness.record.db import param_value
 
 # (key, label, tooltip) in table order: the average, H4 with its four parts, MMLU micro, KMMLU.
 SCORE_COLUMNS: tuple[tuple[str, str, str], ...] = (
@@ -50,6 +51,9 @@ class ReportData:
     # any other summary key the file holds (e.g. a demo's 0-shot proxy), so no row is all "—".
     columns: list[tuple[str, str, str]] = field(default_factory=lambda: list(SCORE_COLUMNS))
     rank_key: str = "average"  # what rank, ties and the default sort use
+    # Leaderboard columns no row was evaluated on (e.g. a demo scored only on a proxy): the
+    # HTML table leaves them out; the JSON and CSV keep every column, so their shape is stable.
+    empty_columns: list[str] = field(default_factory=list)
     reproducibility: dict[str, Any] = field(default_factory=dict)
 
 
@@ -148,19 +152,6 @@ def split_recipe(recipe_yaml: str | None) -> dict[str, str | None]:
     }
 
 
-def _param_value(value: float | None, text: str | None) -> Any:
-    if value is not None:
-        if not math.isfinite(value):
-            return None
-        return int(value) if float(value).is_integer() and abs(value) < 2**53 else value
-    if text is None:
-        return None
-    try:
-        return json.loads(text)
-    except ValueError:
-        return text
-
-
 # --------------------------------------------------------------------------- loading
 
 
@@ -237,6 +228,11 @@ def load_report_data(db: Path) -> ReportData:
             )
         )
     _mark_ties(data)
+    data.empty_columns = [
+        key
+        for key, _, _ in SCORE_COLUMNS
+        if data.trials and all(t["cells"][key]["state"] == "missing" for t in data.trials)
+    ]
     data.studies = sorted({t["study"] for t in data.trials if t["study"]})
     data.merge_methods = sorted({t["merge_method"] for t in data.trials if t["merge_method"]})
     data.align_methods = sorted({t["align_method"] for t in data.trials if t["align_method"]})
@@ -335,7 +331,7 @@ def _trial(
         "cells": cells,
         "summary": summary,
         "recipe": split_recipe(trial.get("recipe_yaml")),
-        "params": {p["name"]: _param_value(p["value"], p["value_text"]) for p in params},
+        "params": {p["name"]: param_value(p["value"], p["value_text"]) for p in params},
         "subjects": _subjects(scores),
         "scores": [_score_row(s) for s in scores],
         "align_steps": [_step_row(s) for s in steps],

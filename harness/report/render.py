@@ -142,7 +142,7 @@ def render_html(
         title=title,
         data=data,
         trials=data.trials,
-        columns=data.columns,
+        columns=[c for c in data.columns if c[0] not in data.empty_columns],
         rank_key=data.rank_key,
         charts=charts if data.trials else [],
         importances=importances,

@@ -133,6 +133,8 @@
       var el = document.getElementById(spec.id);
       if (!spec.figure || !el || typeof Plotly === "undefined") return;
       var config = { displaylogo: false, responsive: true };
+      // responsive plots take the container's size: give it the figure's height first
+      if (spec.figure.layout && spec.figure.layout.height) el.style.height = spec.figure.layout.height + "px";
       pending.push(
         Plotly.newPlot(el, spec.figure.data, spec.figure.layout, config).then(function () {
           el.setAttribute("data-rendered", "true");
