@@ -402,13 +402,16 @@ def _print_search_summary(runner: Any, outcome: Any, db: Path) -> None:
         f"({outcome.ran} scored, {outcome.reused} reused, {outcome.failed} failed this run) "
         f"in {outcome.seconds / 60:.1f} min"
     )
-    if outcome.best:
-        best = outcome.best[0]
-        out.print(f"best: {best['name']} objective {_fmt(best['objective'])}")
+    for ref in outcome.references:
+        out.print(f"reference {ref.name}: objective {_fmt(ref.objective)} (scored this run)")
+    best = next((r for r in outcome.best if r["trial_number"] is not None), None)
+    if best:
+        out.print(f"best trial: {best['name']} objective {_fmt(best['objective'])}")
         recipe = runner.board.recipe_yaml(best["id"])
         if recipe:
             out.print(recipe)
-        _print_ranking(outcome.best, db)
+    if outcome.best:
+        _print_ranking(outcome.best, db)  # the study's top 5, reference models included
     out.print(f"leaderboard: {db}  (harness leaderboard --db {db} --top 10)")
 
 

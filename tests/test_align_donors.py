@@ -9,7 +9,7 @@ import pytest
 
 from harness.align import ALIGN_PARAMETER_RANGES, AlignConfig
 from harness.align import donors as donors_module
-from harness.align.donors import DEMO_DONORS, DonorSpec, donor_ready, prepare_demo_donors
+from harness.align.donors import DEMO_DONORS, DonorSpec, donor_ready, donor_training, prepare_demo_donors
 from harness.errors import HarnessError
 
 TOY = str(Path(__file__).parent / "fixtures" / "align" / "toy_standard.jsonl")
@@ -80,6 +80,10 @@ def test_a_donor_is_built_once_and_registered(isolated_home, tiny_models, monkey
     assert marker["kind"] == "dpo-donor" and marker["steps"][0]["train_steps"] == 2
     assert (path / "align.yaml").is_file()
     assert not list(path.parent.glob(".tiny-dpo*"))  # no staging debris
+    # A leaderboard row of this donor carries how it was trained.
+    method, steps = donor_training(path)
+    assert method == "dpo" and steps == marker["steps"] and "rewards_margins" in steps[0]
+    assert donor_training(tiny_models["base"]) == (None, [])  # not a donor
 
     again = prepare_demo_donors()
     assert again.built == []  # cached

@@ -356,3 +356,24 @@ def test_example_spaces_validate_with_local_stand_ins(tmp_path, name, layers):
     path.write_text(yaml.safe_dump(space))
     loaded = load_space(path)
     assert loaded.methods and loaded.align
+
+
+def test_reference_models_are_scored_once_beside_the_trials(tmp_path, tiny_models, data):
+    """The base and donors are scored on the same suites (rows beside the trials, objective
+    included) once per study: never Optuna trials, never rescored on resume."""
+    space = write_space(tmp_path, tiny_models, data, references=["$base", "$donor_a"])
+    runner, outcome = run(space, tmp_path, 2)
+    assert [r.model_ref for r in outcome.references] == [
+        str(tiny_models["base"]),
+        str(tiny_models["donor_a"]),
+    ]
+    assert len(runner.study.trials) == 2  # references are not trials
+    rows = db_rows(
+        tmp_path,
+        "SELECT model_ref, source, study, objective, objective_stderr FROM trials WHERE trial_number IS NULL",
+    )
+    assert len(rows) == 2 and all(r[1] == "eval" and r[2] == "tiny" and r[3] is not None for r in rows)
+    runner, outcome = run(space, tmp_path, 3)
+    assert outcome.references == [] and db_rows(tmp_path, "SELECT count(*) FROM trials")[0][0] == 5
+    with pytest.raises(HarnessError, match=r"references\[0\]: unknown model alias \$nobody"):
+        load_space(write_space(tmp_path, tiny_models, data, references=["$nobody"]))

@@ -246,3 +246,15 @@ def _sweep(final: Path) -> None:
     from harness.assets.fsutil import sweep_stale
 
     sweep_stale(final)
+
+
+def donor_training(path: str | Path) -> tuple[str | None, list[dict[str, Any]]]:
+    """(align method, per-step training records) of a donor folder built here; (None, [])
+    for any other model. Lets a leaderboard row of a donor carry how it was made."""
+    try:
+        marker = json.loads((Path(path) / MARKER).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None, []
+    if marker.get("kind") != "dpo-donor":
+        return None, []
+    return (marker.get("align") or {}).get("method"), list(marker.get("steps") or [])

@@ -426,6 +426,15 @@ class Leaderboard:
             "SELECT * FROM scores WHERE trial_id = ? ORDER BY aggregate DESC, task, metric", [trial_id]
         )
 
+    def find_reference(self, model_ref: str, study: str, suites: str, limit: int | None) -> str | None:
+        """Id of an ok row scoring this model for this study with the same suites and limit."""
+        rows = self._select(
+            """SELECT id FROM trials WHERE model_ref = ? AND study = ? AND suites = ? AND status = 'ok'
+               AND eval_limit IS NOT DISTINCT FROM ? AND trial_number IS NULL LIMIT 1""",
+            [model_ref, study, suites, limit],
+        )
+        return rows[0]["id"] if rows else None
+
     def find_scored(self, recipe_hash: str, suites: str, limit: int | None) -> str | None:
         """Id of an ok trial with this recipe already scored on the same suites and limit."""
         if not self.path.exists():

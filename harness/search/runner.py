@@ -52,6 +52,7 @@ class SearchOutcome:
     failed: int
     seconds: float
     best: list[dict[str, Any]] = field(default_factory=list)
+    references: list[TrialRecord] = field(default_factory=list)  # scored by this run
 
 
 class SearchRunner:
@@ -121,6 +122,7 @@ class SearchRunner:
             TimeRemainingColumn(),
             TextColumn("{task.fields[best]}"),
         )
+        outcome.references = self.score_references()
         with Progress(*columns, console=self.console, transient=False) as progress:
             bar = progress.add_task(
                 self.study_name,
@@ -141,6 +143,65 @@ class SearchRunner:
         outcome.seconds = time.perf_counter() - start
         outcome.best = self.board.ranking(top=5, sort="objective", study=self.study_name)
         return outcome
+
+    def score_references(self) -> list[TrialRecord]:
+        """Score the space's reference models once per study, suites and limit (not Optuna
+        trials: they never count towards the budget). A failure is recorded and skipped."""
+        from harness.align.donors import donor_training
+        from harness.build.loading import load_pretrained
+
+        scored = []
+        for ref in self.space.reference_models:
+            if self.board.find_reference(ref, self.study_name, self.suites, self.limit):
+                continue
+            record = TrialRecord(
+                name=ref,
+                source="eval",
+                model_ref=ref,
+                study=self.study_name,
+                suites=self.suites,
+                eval_limit=self.limit,
+            )
+            self.console.print(f"scoring reference model {ref} on {self.suites}")
+            try:
+                model, tokenizer, path = load_pretrained(
+                    ref, device=self.options.device, dtype=self.space.dtype
+                )
+                record.align_method, record.align_steps = donor_training(path)
+                record.num_parameters = sum(p.numel() for p in model.parameters())
+                record.dtype = str(next(model.parameters()).dtype).removeprefix("torch.")
+                result = self._evaluate(model, tokenizer)
+                del model
+            except KeyboardInterrupt:
+                raise
+            except Exception as err:  # noqa: BLE001  (recorded; the search still runs)
+                record.status, record.error = "failed", f"{type(err).__name__}: {str(err)[:2000]}"
+                self.board.record(record)
+                self.console.print(f"[yellow]reference {ref} failed[/]: {record.error[:200]}")
+                continue
+            finally:
+                gc.collect()
+            values = self.space.objective.values(result.summary)
+            if values is not None:
+                record.objective = values[0] if len(values) == 1 else sum(values) / len(values)
+                record.objective_stderr = self.space.objective.stderr(result.summary_stderr)
+            self.board.record(record, result)
+            scored.append(record)
+        return scored
+
+    def _evaluate(self, model: Any, tokenizer: Any) -> Any:
+        from harness.evaluate import evaluate_model
+
+        data_dir = Path(self.space.data_dir) if self.space.data_dir else None
+        return evaluate_model(
+            model,
+            tokenizer,
+            self.space.suite_names,
+            limit=self.limit,
+            data_dir=data_dir,
+            batch_size=self.space.batch_size,
+            progress=False,
+        )
 
     def run_one(self) -> str:
         """One trial, start to finish. Returns ok | reused | failed."""
@@ -173,7 +234,6 @@ class SearchRunner:
                 return self._finish(trial, record, summary, copy_from=reused)
 
             from harness.build import build_model
-            from harness.evaluate import evaluate_model
             from harness.recipe import resolve_recipe
 
             resolved = resolve_recipe(recipe, where=record.name)
@@ -184,16 +244,7 @@ class SearchRunner:
                 built.dtype,
             )
             record.align_steps = built.align_steps
-            data_dir = Path(self.space.data_dir) if self.space.data_dir else None
-            result = evaluate_model(
-                built.model,
-                built.tokenizer,
-                self.space.suite_names,
-                limit=self.limit,
-                data_dir=data_dir,
-                batch_size=self.space.batch_size,
-                progress=False,
-            )
+            result = self._evaluate(built.model, built.tokenizer)
             del built
             return self._finish(trial, record, result.summary, result=result)
         except KeyboardInterrupt:

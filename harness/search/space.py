@@ -150,6 +150,11 @@ class SearchSpace(BaseModel):
         description="Alignment candidates: name -> AlignConfig template (values may be distributions), "
         "or null for 'no alignment'. Each trial picks one, jointly with the merge method.",
     )
+    references: list[str] = Field(
+        default_factory=list,
+        description="Models ($alias or reference) scored on the same suites before the first trial "
+        "and recorded beside the trials, e.g. the base and the donors: is a merge better than its parts?",
+    )
     suites: list[str | SuiteSpec]
     limit: int | None = Field(default=None, description="Questions per task (documented CPU budget).")
     batch_size: int = 8
@@ -161,6 +166,11 @@ class SearchSpace(BaseModel):
     @property
     def suite_names(self) -> list[str]:
         return [s if isinstance(s, str) else s.name for s in self.suites]
+
+    @property
+    def reference_models(self) -> list[str]:
+        """The references with $aliases replaced by model references."""
+        return [_substitute(r, self.models) for r in self.references]
 
     def template(self, method: str) -> dict[str, Any]:
         """The method's template with $aliases replaced by model references."""
@@ -218,6 +228,15 @@ def validate_space(space: SearchSpace, where: str) -> None:
                 f"{where}: objective uses {key!r}, which the suites {suites} do not score",
                 f"use one of {sorted(produced)} or add a suite that scores {key}",
             )
+    from harness.assets import resolve_model
+
+    for i, ref in enumerate(space.references):
+        if ref.startswith("$") and ref[1:] not in space.models:
+            raise HarnessError(
+                f"{where}: references[{i}]: unknown model alias {ref}",
+                f"define it under models: ({', '.join(space.models)})",
+            )
+        resolve_model(space.reference_models[i])  # a demo model not prepared, a missing path: now
     for method, template in space.methods.items():
         label = f"{where}: methods.{method}"
         for alias in _aliases(template):
