@@ -336,10 +336,10 @@ def test_cli_bad_inputs_exit_2_and_write_nothing(tmp_path, tiny_models, data):
         assert not db.exists()
 
 
-@pytest.mark.parametrize(("name", "layers"), [("sakura-solar", 4), ("solar-dus", 32)])
+@pytest.mark.parametrize(("name", "layers"), [("demo", 30), ("sakura-solar", 4), ("solar-dus", 32)])
 def test_example_spaces_validate_with_local_stand_ins(tmp_path, name, layers):
-    """The GPU/hub spaces are complete: with tiny local stand-ins for the hub models and
-    the hub preference data, every method and alignment candidate resolves."""
+    """The shipped spaces are complete: with tiny local stand-ins for their models (hub or
+    demo) and preference data, every method, alignment candidate and reference resolves."""
     from tests.tiny import make_tiny_llama
 
     repo = Path(__file__).parent.parent
@@ -350,7 +350,8 @@ def test_example_spaces_validate_with_local_stand_ins(tmp_path, name, layers):
     }
     for template in space.get("align", {}).values():
         if template:
-            for source in template["data"]:
+            for source in template["data"]:  # keep each source's own name (sDPO chunks)
+                source.setdefault("name", source["path"].removeprefix("demo:").split("/")[-1])
                 source["path"] = TOY_PREFS
     path = tmp_path / f"{name}.yaml"
     path.write_text(yaml.safe_dump(space))
