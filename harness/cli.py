@@ -236,7 +236,9 @@ def report_(
 def leaderboard(
     db: DbOption = DEFAULT_DB,
     top: Annotated[int | None, typer.Option(help="Show the best K rows.")] = None,
-    fmt: Annotated[str, typer.Option("--format", help="table | json | csv.")] = "table",
+    fmt: Annotated[
+        str, typer.Option("--format", help="table | json | csv; with --trial also yaml (its recipe).")
+    ] = "table",
     sort: Annotated[str, typer.Option(help="Column to rank by (auto: average, else objective).")] = "auto",
     trial: Annotated[
         str | None,
@@ -245,8 +247,8 @@ def leaderboard(
 ) -> None:
     """Print the ranking from the DuckDB leaderboard."""
     _positive("--top", top)
-    if fmt not in ("table", "json", "csv"):
-        raise HarnessError(f"unknown format {fmt!r}", "use table, json or csv")
+    if fmt not in ("table", "json", "csv", "yaml") or (fmt == "yaml" and not trial):
+        raise HarnessError(f"unknown format {fmt!r}", "use table, json or csv (yaml: with --trial)")
     board = _leaderboard(db)
     if trial:
         _show_trial(board, trial, fmt)
@@ -436,6 +438,14 @@ def _show_trial(board: Any, trial_id: str, fmt: str) -> None:
     trial = board.trial(trial_id)
     if trial is None:
         raise HarnessError(f"no trial {trial_id!r} in {board.path}", "take an id from `harness leaderboard`")
+    if fmt == "yaml":  # the recipe `harness build` reproduces the trial from
+        if not trial.get("recipe_yaml"):
+            raise HarnessError(
+                f"trial {trial_id!r} has no recipe (it scored an existing model: {trial.get('model_ref')})",
+                "pick a search or build trial",
+            )
+        print(trial["recipe_yaml"], end="")
+        return
     scores, params, steps = board.scores(trial_id), board.params(trial_id), board.align_steps(trial_id)
     if fmt == "json":
         doc = {"trial": trial, "scores": scores, "params": params, "align_steps": steps}
@@ -447,7 +457,9 @@ def _show_trial(board: Any, trial_id: str, fmt: str) -> None:
         print(pd.DataFrame(scores).to_csv(index=False), end="")
         return
     console = Console(width=200)
-    where = f"{trial['study']}#{trial['trial_number']}" if trial["study"] else trial["source"]
+    where = trial["source"] if trial["study"] is None else str(trial["study"])
+    if trial["trial_number"] is not None:
+        where = f"{trial['study']}#{trial['trial_number']}"
     objective = trial.get("objective")
     if objective is not None:
         se = trial.get("objective_stderr")

@@ -132,8 +132,12 @@ def test_recorded_recipe_rebuilds_exactly(tmp_path, tiny_models, data):
 
     space = write_space(tmp_path, tiny_models, data)
     runner, _ = run(space, tmp_path, 1)
-    recipe_text = db_rows(tmp_path, "SELECT recipe_yaml FROM trials")[0][0]
-    (tmp_path / "r.yaml").write_text(recipe_text)
+    trial_id, recipe_text = db_rows(tmp_path, "SELECT id, recipe_yaml FROM trials")[0]
+    # What `harness leaderboard --trial ID --format yaml > r.yaml` writes for `harness build r.yaml`.
+    db = str(tmp_path / "lb.duckdb")
+    shown = CliRunner().invoke(app, ["leaderboard", "--db", db, "--trial", trial_id, "--format", "yaml"])
+    assert shown.exit_code == 0 and shown.stdout == recipe_text
+    (tmp_path / "r.yaml").write_text(shown.stdout)
     a = build_model(resolve_recipe(load_recipe(tmp_path / "r.yaml")), route="disk")
     b = build_model(resolve_recipe(load_recipe(tmp_path / "r.yaml")), route="memory")
     for name, tensor in a.model.state_dict().items():
