@@ -143,7 +143,7 @@ def eval_(
     db: DbOption = DEFAULT_DB,
 ) -> None:
     """Score one model with lm-eval and record it on the leaderboard."""
-    from harness.build.loading import load_pretrained
+    from harness.build.loading import load_pretrained, model_facts
     from harness.record import TrialRecord
 
     _positive("--limit", limit)
@@ -156,12 +156,9 @@ def eval_(
     _leaderboard(db).check_writable()
     with console.status(f"loading {model}"):
         loaded, tokenizer, _ = load_pretrained(model, device=device, dtype=dtype)
+    num_parameters, dtype_name = model_facts(loaded)
     trial = TrialRecord(
-        name=name or model,
-        source="eval",
-        model_ref=model,
-        num_parameters=sum(p.numel() for p in loaded.parameters()),
-        dtype=str(next(loaded.parameters()).dtype).removeprefix("torch."),
+        name=name or model, source="eval", model_ref=model, num_parameters=num_parameters, dtype=dtype_name
     )
     _score_and_record(loaded, tokenizer, trial, suites, limit, db, data_dir=data_dir, batch_size=batch_size)
 

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from harness.build.loading import model_facts
 from harness.build.merge import DonorPool, merge_in_memory, merge_to_disk, model_from_tensors
 from harness.errors import HarnessError
 from harness.recipe import Recipe, ResolvedRecipe
@@ -29,11 +30,11 @@ class BuiltModel:
 
     @property
     def num_parameters(self) -> int:
-        return sum(p.numel() for p in self.model.parameters())
+        return model_facts(self.model)[0]
 
     @property
     def dtype(self) -> str:
-        return str(next(self.model.parameters()).dtype).removeprefix("torch.")
+        return model_facts(self.model)[1]
 
     def save(self, out_dir: Path) -> Path:
         """Write a loadable checkpoint plus the recipe that reproduces it."""

@@ -49,3 +49,9 @@ def load_pretrained(ref: str, *, device: str | None = None, dtype: str = "auto")
     model.eval()
     tokenizer = AutoTokenizer.from_pretrained(path)
     return model, tokenizer, path
+
+
+def model_facts(model: Any) -> tuple[int, str]:
+    """(parameter count, dtype name such as "float32") of a loaded model, as recorded."""
+    first = next(model.parameters())
+    return sum(p.numel() for p in model.parameters()), str(first.dtype).removeprefix("torch.")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 
@@ -41,3 +43,11 @@ class EvalResult:
     # leaderboard can show "± stderr" and "substitute data" for keys it does not know).
     summary_stderr: dict[str, float | None] = field(default_factory=dict)
     summary_source: dict[str, str] = field(default_factory=dict)
+
+
+def pooled_stderr(errors: Sequence[float | None]) -> float | None:
+    """Stderr of an unweighted mean of independent scores; None if there are none or any
+    part lacks one."""
+    if not errors or any(e is None for e in errors):
+        return None
+    return math.sqrt(sum(e * e for e in errors)) / len(errors)  # type: ignore[operator]

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.evaluate.datasources import data_roots
-from harness.evaluate.results import EvalResult, Score
+from harness.evaluate.results import EvalResult, Score, pooled_stderr
 from harness.evaluate.suites import Suite, resolve_suites
 from harness.evaluate.tasks import EvalPlan, Node, Target, build_plan, run_task_manager
 
@@ -288,9 +288,7 @@ def _macro(
     if not got:
         return None, None, None
     mean = sum(g[0] for g in got) / len(got)
-    errors = [g[1] for g in got]
-    stderr = math.sqrt(sum(e * e for e in errors)) / len(got) if all(e is not None for e in errors) else None
-    return mean, stderr, sum(g[2] or 0 for g in got)
+    return mean, pooled_stderr([g[1] for g in got]), sum(g[2] or 0 for g in got)
 
 
 def _headlines(
@@ -345,13 +343,7 @@ def _total(suite: Suite, result: EvalResult, sources: dict[str, str], add: Any) 
     have = {k: v for k, v in parts.items() if v is not None}
     missing = [k for k in total.of if k not in have]
     mean = sum(have.values()) / len(have) if have else None
-    # Stderr of an unweighted mean of independent benchmarks (None if a part lacks one).
-    errors = [result.summary_stderr.get(k) for k in have]
-    stderr = (
-        math.sqrt(sum(e * e for e in errors)) / len(errors)  # type: ignore[operator]
-        if errors and all(e is not None for e in errors)
-        else None
-    )
+    stderr = pooled_stderr([result.summary_stderr.get(k) for k in have])  # independent benchmarks
     # Substitute data (other splits) is named on the total too: it changes comparability.
     substituted = [k for k in have if "instead of" in sources.get(k, "")]
     note = f"; substitute data for {', '.join(substituted)}" if substituted else ""

@@ -18,6 +18,7 @@ import duckdb
 import yaml
 
 from harness.errors import HarnessError
+from harness.evaluate.results import pooled_stderr
 from harness.record import AVERAGED, Leaderboard, harness_commit
 from harness.record.db import param_value
 
@@ -85,13 +86,6 @@ def finite(value: Any) -> Any:
     if isinstance(value, list | tuple):
         return [finite(v) for v in value]
     return value
-
-
-def _pooled(stderrs: list[float | None]) -> float | None:
-    """Stderr of an unweighted mean of independent scores; None if any part lacks one."""
-    if not stderrs or any(e is None for e in stderrs):
-        return None
-    return math.sqrt(sum(e * e for e in stderrs)) / len(stderrs)  # type: ignore[operator]
 
 
 def _json_or_empty(text: str | None) -> dict[str, Any]:
@@ -261,7 +255,7 @@ def _cell(
     if stderr is None and key in totals:
         have = [k for k in totals[key] if summary.get(k) is not None]
         parts = [_cell(k, summary, by_task, index, {}) for k in have]
-        stderr = _pooled([p["stderr"] for p in parts]) if value is not None else None
+        stderr = pooled_stderr([p["stderr"] for p in parts]) if value is not None else None
     if value is None:
         return {"state": "no data", "value": None, "stderr": None, "source": source or "no data"}
     return {
@@ -406,7 +400,7 @@ def _average(
     return {
         "state": "substitute" if substitutes else "ok",
         "value": sum(c["value"] for c in have.values()) / len(have),
-        "stderr": _pooled([c["stderr"] for c in have.values()]),
+        "stderr": pooled_stderr([c["stderr"] for c in have.values()]),
         "source": source,
     }
 

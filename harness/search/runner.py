@@ -148,7 +148,7 @@ class SearchRunner:
         """Score the space's reference models once per study, suites and limit (not Optuna
         trials: they never count towards the budget). A failure is recorded and skipped."""
         from harness.align.donors import donor_training
-        from harness.build.loading import load_pretrained
+        from harness.build.loading import load_pretrained, model_facts
 
         scored = []
         for ref in self.space.reference_models:
@@ -168,8 +168,7 @@ class SearchRunner:
                     ref, device=self.options.device, dtype=self.space.dtype
                 )
                 record.align_method, record.align_steps = donor_training(path)
-                record.num_parameters = sum(p.numel() for p in model.parameters())
-                record.dtype = str(next(model.parameters()).dtype).removeprefix("torch.")
+                record.num_parameters, record.dtype = model_facts(model)
                 result = self._evaluate(model, tokenizer)
                 del model
             except KeyboardInterrupt:
@@ -181,10 +180,7 @@ class SearchRunner:
                 continue
             finally:
                 gc.collect()
-            values = self.space.objective.values(result.summary)
-            if values is not None:
-                record.objective = values[0] if len(values) == 1 else sum(values) / len(values)
-                record.objective_stderr = self.space.objective.stderr(result.summary_stderr)
+            self._set_objective(record, result.summary, result.summary_stderr)
             self.board.record(record, result)
             scored.append(record)
         return scored
@@ -276,16 +272,13 @@ class SearchRunner:
     ) -> str:
         import optuna
 
-        values = self.space.objective.values(summary)
+        errors = (
+            result.summary_stderr if result is not None else self.board.suite_summary(copy_from, "stderr")
+        )  # type: ignore[arg-type]
+        values = self._set_objective(record, summary, errors)
         if values is None:
             missing = [k for k in self.space.objective.keys if summary.get(k) is None]
             record.status, record.error = "failed", f"objective has no data for {missing}"
-        else:
-            record.objective = values[0] if len(values) == 1 else sum(values) / len(values)
-            errors = (
-                result.summary_stderr if result is not None else self.board.suite_summary(copy_from, "stderr")
-            )  # type: ignore[arg-type]
-            record.objective_stderr = self.space.objective.stderr(errors)
         if copy_from:
             self.board.record_copy(record, copy_from)
         else:
@@ -297,6 +290,17 @@ class SearchRunner:
             return "failed"
         self.study.tell(trial, values)
         return "reused" if copy_from else "ok"
+
+    def _set_objective(
+        self, record: TrialRecord, summary: dict[str, float | None], errors: dict[str, float | None]
+    ) -> list[float] | None:
+        """Optuna's value(s) for a summary (None: a key has no data); the record gets the
+        leaderboard's objective (the value, or the mean of a Pareto study's) and its stderr."""
+        values = self.space.objective.values(summary)
+        if values is not None:
+            record.objective = sum(values) / len(values)
+            record.objective_stderr = self.space.objective.stderr(errors)
+        return values
 
     def _grid_exhausted(self) -> bool:
         is_exhausted = getattr(self.study.sampler, "is_exhausted", None)
