@@ -15,9 +15,10 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
-from harness.errors import HarnessError
+from harness.errors import HarnessError, StoreUnavailable
 
 app = typer.Typer(
     add_completion=False,
@@ -34,7 +35,8 @@ DbOption = Annotated[Path, typer.Option("--db", help="DuckDB leaderboard file.")
 
 
 def user_errors(func: F) -> F:
-    """Turn HarnessError into one stderr line and exit code 2."""
+    """Turn HarnessError (bad input) into one stderr line and exit code 2, and a store fault
+    (StoreUnavailable) into one line and exit code 1."""
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -43,6 +45,9 @@ def user_errors(func: F) -> F:
         except HarnessError as err:
             print(f"harness: error: {err}", file=sys.stderr)
             raise typer.Exit(code=HarnessError.exit_code) from None
+        except StoreUnavailable as err:
+            print(f"harness: store unavailable: {err}", file=sys.stderr)
+            raise typer.Exit(code=StoreUnavailable.exit_code) from None
 
     return wrapper  # type: ignore[return-value]
 
@@ -94,11 +99,11 @@ def build(
     suites = _parse_suites(suite) if suite else None
     if suites:
         _leaderboard(db).check_writable()
-    with console.status(f"building {resolved.recipe.display_name()}"):
+    with console.status(f"building {_fmt(resolved.recipe.display_name())}"):
         built = build_model(resolved, out_dir=out, route=route)  # type: ignore[arg-type]
     console.print(
-        f"built [bold]{built.recipe.display_name()}[/] ({built.num_parameters / 1e6:.1f}M params, "
-        f"{built.model.config.num_hidden_layers} layers, {built.route}) in {built.seconds:.1f}s -> {out}"
+        f"built [bold]{_fmt(built.recipe.display_name())}[/] ({built.num_parameters / 1e6:.1f}M params, "
+        f"{built.model.config.num_hidden_layers} layers, {built.route}) in {built.seconds:.1f}s -> {_fmt(out)}"
     )
     if suites:
         from harness.record import TrialRecord
@@ -143,7 +148,7 @@ def eval_(
     db: DbOption = DEFAULT_DB,
 ) -> None:
     """Score one model with lm-eval and record it on the leaderboard."""
-    from harness.build.loading import load_pretrained, model_facts
+    from harness.build.loading import check_device, load_pretrained, model_facts
     from harness.record import TrialRecord
 
     _positive("--limit", limit)
@@ -153,8 +158,9 @@ def eval_(
     if data_dir is not None and not data_dir.is_dir():
         raise HarnessError(f"--data-dir {data_dir} is not a folder", "pass the folder holding your datasets")
     suites = _parse_suites(suite)
+    check_device(device)
     _leaderboard(db).check_writable()
-    with console.status(f"loading {model}"):
+    with console.status(f"loading {escape(model)}"):
         loaded, tokenizer, _ = load_pretrained(model, device=device, dtype=dtype)
     num_parameters, dtype_name = model_facts(loaded)
     trial = TrialRecord(
@@ -182,10 +188,15 @@ def search(
     db: DbOption = DEFAULT_DB,
 ) -> None:
     """Optuna over merge recipes: every trial is built, scored and recorded."""
+    from harness.build.loading import check_device
+    from harness.paths import check_output_file
     from harness.search import SearchOptions, SearchRunner, load_space
 
     if budget <= 0:
         raise HarnessError(f"--budget must be >= 1, got {budget}", "pass a positive number of trials")
+    check_device(device)
+    if report:  # a finished search must not fail on its report's path: check it first
+        check_output_file(report_out, "--report-out")
     loaded = load_space(space)
     _stop_on_sigterm()
     runner = SearchRunner(
@@ -198,7 +209,7 @@ def search(
     except KeyboardInterrupt:
         done = len(runner.finished_trials())
         console.print(
-            f"[yellow]interrupted[/]: {done} finished trials are kept in {db}; "
+            f"[yellow]interrupted[/]: {done} finished trials are kept in {_fmt(db)}; "
             "the running trial is marked interrupted. Run the same command to resume."
         )
         raise typer.Exit(code=130) from None
@@ -208,9 +219,9 @@ def search(
 
         try:  # a report problem must never fail a finished search
             files = generate_report(db, report_out)
-            console.print(f"report: {files.html} ({files.trials} trials)")
-        except HarnessError as err:
-            console.print(f"[yellow]report not written[/]: {err}")
+            console.print(f"report: {escape(str(files.html))} ({files.trials} trials)")
+        except (HarnessError, StoreUnavailable) as err:
+            console.print(f"[yellow]report not written[/]: {escape(str(err))}")
 
 
 @app.command("report")
@@ -225,7 +236,10 @@ def report_(
     from harness.report import generate_report
 
     files = generate_report(db, out)
-    console.print(f"wrote {files.html} ({files.trials} trials), {files.json.name}, {files.csv.name}")
+    console.print(
+        escape(f"wrote {files.html} ({files.trials} trials), {files.json.name}, {files.csv.name}"),
+        soft_wrap=True,
+    )
 
 
 @app.command()
@@ -247,6 +261,10 @@ def leaderboard(
     if fmt not in ("table", "json", "csv", "yaml") or (fmt == "yaml" and not trial):
         raise HarnessError(f"unknown format {fmt!r}", "use table, json or csv (yaml: with --trial)")
     board = _leaderboard(db)
+    if board.path.exists() and board.flush_pending():
+        console.print(
+            f"[yellow]warning[/]: {board.pending()} records wait to be written to {escape(str(db))}"
+        )
     if trial:
         _show_trial(board, trial, fmt)
         return
@@ -321,19 +339,23 @@ def _score_and_record(
     except Exception as err:  # a run-time failure is recorded, never lost
         trial.status, trial.error = "failed", f"{type(err).__name__}: {err}"
         board.record(trial)
-        console.print(f"[red]evaluation failed[/]: {trial.error} (recorded as {trial.id} in {db})")
+        console.print(
+            f"[red]evaluation failed[/]: {escape(f'{trial.error} (recorded as {trial.id} in {db})')}"
+        )
         raise typer.Exit(code=1) from None
     board.record(trial, result)
     _print_summary(result.summary)
-    console.print(f"recorded [bold]{trial.id}[/] in {db} ({result.seconds:.0f}s of evaluation)")
+    console.print(f"recorded [bold]{trial.id}[/] in {escape(str(db))} ({result.seconds:.0f}s of evaluation)")
 
 
 def _fmt(value: Any, digits: int = 4) -> str:
+    """A value as plain text for a rich table or line: user strings (names, errors) are
+    escaped, so ``[/]`` in a trial name is printed, never read as markup."""
     if value is None:
         return "no data"
     if isinstance(value, float):
         return f"{value:.{digits}f}"
-    return str(value)
+    return escape(str(value))
 
 
 def _print_summary(summary: dict[str, float | None]) -> None:
@@ -341,14 +363,14 @@ def _print_summary(summary: dict[str, float | None]) -> None:
     table.add_column("suite")
     table.add_column("value", justify="right")
     for key, value in summary.items():
-        table.add_row(key, _fmt(value))
+        table.add_row(_fmt(key), _fmt(value))
     Console().print(table)
 
 
 def _print_ranking(rows: list[dict[str, Any]], db: Path) -> None:
 
     if not rows:
-        Console().print(f"no trials in {db} yet")
+        Console().print(f"no trials in {_fmt(db)} yet")
         return
     fixed = {
         "id",
@@ -373,7 +395,7 @@ def _print_ranking(rows: list[dict[str, Any]], db: Path) -> None:
         present.insert(0, "objective")
     if any(r.get("average") is not None for r in rows):  # benchmark average, when any row has one
         present.insert(0, "average")
-    table = Table(title=f"leaderboard ({db})")
+    table = Table(title=f"leaderboard ({_fmt(db)})")
     for col in ["#", "id", "name", "status", *present, "source"]:
         table.add_column(col, justify="right" if col in ("#", *present) else "left")
     for rank, row in enumerate(rows, 1):
@@ -385,11 +407,11 @@ def _print_ranking(rows: list[dict[str, Any]], db: Path) -> None:
         )
         table.add_row(
             str(rank),
-            row["id"],
-            row["name"],
-            status,
+            _fmt(row["id"]),
+            _fmt(row["name"]),
+            _fmt(status),
             *(_fmt(row[c]) for c in present),
-            origin,
+            _fmt(origin),
         )
     Console(width=200).print(table)
 
@@ -397,21 +419,21 @@ def _print_ranking(rows: list[dict[str, Any]], db: Path) -> None:
 def _print_search_summary(runner: Any, outcome: Any, db: Path) -> None:
     out = Console()
     out.print(
-        f"study [bold]{outcome.study_name}[/]: {outcome.finished} finished trials "
+        f"study [bold]{_fmt(outcome.study_name)}[/]: {outcome.finished} finished trials "
         f"({outcome.ran} scored, {outcome.reused} reused, {outcome.failed} failed this run) "
         f"in {outcome.seconds / 60:.1f} min"
     )
     for ref in outcome.references:
-        out.print(f"reference {ref.name}: objective {_fmt(ref.objective)} (scored this run)")
+        out.print(f"reference {_fmt(ref.name)}: objective {_fmt(ref.objective)} (scored this run)")
     best = next((r for r in outcome.best if r["trial_number"] is not None), None)
     if best:
-        out.print(f"best trial: {best['name']} objective {_fmt(best['objective'])}")
+        out.print(f"best trial: {_fmt(best['name'])} objective {_fmt(best['objective'])}")
         recipe = runner.board.recipe_yaml(best["id"])
         if recipe:
-            out.print(recipe)
+            out.print(recipe, markup=False, highlight=False)
     if outcome.best:
         _print_ranking(outcome.best, db)  # the study's top 5, reference models included
-    out.print(f"leaderboard: {db}  (harness leaderboard --db {db} --top 10)")
+    out.print(_fmt(f"leaderboard: {db}  (harness leaderboard --db {db} --top 10)"))
 
 
 ALIGN_STEP_COLUMNS = (
@@ -461,9 +483,11 @@ def _show_trial(board: Any, trial_id: str, fmt: str) -> None:
     if objective is not None:
         se = trial.get("objective_stderr")
         where += f" · objective {objective:.4f}" + (f" ± {se:.4f}" if se is not None else "")
-    console.print(f"[bold]{trial['name']}[/] ({trial['id']}, {trial['status']}, {where})")
+    console.print(
+        f"[bold]{_fmt(trial['name'])}[/] ({_fmt(trial['id'])}, {_fmt(trial['status'])}, {_fmt(where)})"
+    )
     if trial.get("error"):
-        console.print(f"[red]{trial['error']}[/]")
+        console.print(f"[red]{_fmt(trial['error'])}[/]")
     _print_rows(
         console,
         "scores",
@@ -482,7 +506,7 @@ def _show_trial(board: Any, trial_id: str, fmt: str) -> None:
 
 
 def _print_rows(console: Console, title: str, columns: tuple[str, ...], rows: list[dict[str, Any]]) -> None:
-    table = Table(title=title)
+    table = Table(title=escape(title))
     for col in columns:
         table.add_column(col)
     for r in rows:

@@ -2,9 +2,20 @@
 
 A :class:`HarnessError` is bad input the user can fix: the CLI prints its message
 as one line on stderr and exits with code 2, before any heavy work or any write.
+
+A :class:`StoreUnavailable` is a run-time fault of the leaderboard store (a lock held by
+another process for longer than the retries wait, an I/O error): not the user's input.
+Writes never raise it for a scored trial (the record is spooled and written later); where
+it does reach the CLI it is one line and exit code 1.
+
 Anything else that escapes is a bug or a run-time failure (recorded as a failed
 trial by the search loop).
 """
+
+
+def _one_line(problem: str, fix: str | None) -> str:
+    message = problem if fix is None else f"{problem}; {fix}"
+    return " ".join(message.split())
 
 
 class HarnessError(Exception):
@@ -13,5 +24,13 @@ class HarnessError(Exception):
     exit_code = 2
 
     def __init__(self, problem: str, fix: str | None = None):
-        message = problem if fix is None else f"{problem}; {fix}"
-        super().__init__(" ".join(message.split()))
+        super().__init__(_one_line(problem, fix))
+
+
+class StoreUnavailable(Exception):
+    """The leaderboard store cannot be used right now (a fault, not bad input)."""
+
+    exit_code = 1
+
+    def __init__(self, problem: str, fix: str | None = None):
+        super().__init__(_one_line(problem, fix))

@@ -113,7 +113,14 @@ def resolve_model(ref: str) -> str:
                 f"demo model {name!r} is not prepared yet (looked in {models_dir()})",
                 "run `harness assets` once to fetch and convert it",
             )
-        known = ", ".join(DEMO_PREFIX + n for n in known_demo_models()) or "none"
+        from harness.align.donors import DEMO_DONORS  # lazy: align imports assets
+
+        if name in DEMO_DONORS:
+            raise HarnessError(
+                f"demo model {ref!r} is not built yet (a DPO-trained demo donor, looked in {models_dir()})",
+                "run `harness assets --donors` once to train it (or `make search`, which does)",
+            )
+        known = ", ".join(DEMO_PREFIX + n for n in sorted({*known_demo_models(), *DEMO_DONORS})) or "none"
         raise HarnessError(f"unknown demo model {ref!r}", f"known demo models: {known}")
     path = Path(ref).expanduser()
     if path.exists():

@@ -60,8 +60,10 @@ def choose_route(resolved: ResolvedRecipe, route: Route = "auto") -> str:
 
 
 def prepare_out_dir(out_dir: Path, overwrite: bool = False) -> None:
-    """Refuse a non-empty or unwritable destination before any heavy work."""
-    if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())) and not overwrite:
+    """Refuse a file, a non-empty folder or an unwritable destination before any heavy work."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise HarnessError(f"--out {out_dir} is a file, not a folder", "pass a folder path for the model")
+    if out_dir.exists() and any(out_dir.iterdir()) and not overwrite:
         raise HarnessError(
             f"output folder {out_dir} exists and is not empty", "pass --overwrite or another --out"
         )

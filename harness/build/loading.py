@@ -7,10 +7,37 @@ from typing import Any
 from harness.errors import HarnessError
 
 
+def check_device(device: str | None) -> None:
+    """Refuse a device torch does not know, or one this machine does not have (exit 2)."""
+    if not device:
+        return
+    import torch
+
+    try:
+        parsed = torch.device(device)
+    except (RuntimeError, ValueError):
+        raise HarnessError(f"unknown device {device!r}", "use cpu, cuda, cuda:N or mps") from None
+    if parsed.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise HarnessError(f"--device {device}: no CUDA GPU is visible here", "use --device cpu")
+        if parsed.index is not None and parsed.index >= count:
+            raise HarnessError(
+                f"--device {device}: only {count} CUDA GPU(s) are visible", f"use cuda:0..{count - 1}"
+            )
+    elif parsed.type == "mps" and not torch.backends.mps.is_available():
+        raise HarnessError(f"--device {device}: MPS is not available here", "use --device cpu")
+    elif parsed.type not in ("cpu", "cuda", "mps"):
+        raise HarnessError(
+            f"--device {device}: {parsed.type} is not supported", "use cpu, cuda, cuda:N or mps"
+        )
+
+
 def pick_device(device: str | None = None) -> str:
     import torch
 
     if device:
+        check_device(device)
         return device
     return "cuda" if torch.cuda.is_available() else "cpu"
 
@@ -31,18 +58,14 @@ def pick_dtype(dtype: str, device: str) -> Any:
 
 def load_pretrained(ref: str, *, device: str | None = None, dtype: str = "auto") -> tuple[Any, Any, str]:
     """Return (model, tokenizer, resolved path) for a model reference, ready for evaluation."""
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from harness.assets import resolve_model
+    from harness.assets.checkpoint import check_weights, load_model_config
 
     path = resolve_model(ref)
-    try:
-        AutoConfig.from_pretrained(path)
-    except (OSError, ValueError) as err:
-        raise HarnessError(
-            f"model {ref!r} could not be found ({type(err).__name__})",
-            "pass an existing local path, a demo: name (run `harness assets`), or a hub id in the HF cache",
-        ) from None
+    load_model_config(ref, path, "")
+    check_weights(ref, path)
     device = pick_device(device)
     model = AutoModelForCausalLM.from_pretrained(path, dtype=pick_dtype(dtype, device))
     model.to(device)

@@ -117,6 +117,16 @@ def suite_for(name: str) -> Suite:
     return Suite(name=name, description=f"lm-eval task {name}", parts=(Part(name),))
 
 
+def check_task(name: str, where: str) -> None:
+    """A suite part must name a real lm-eval task, group or tag (not one of our suites)."""
+    if name not in _known_lm_eval_names():
+        close = difflib.get_close_matches(name, sorted(_known_lm_eval_names()), n=3)
+        hint = f"did you mean {', '.join(close)}? " if close else ""
+        raise HarnessError(
+            f"{where}: unknown lm-eval task {name!r}", f"{hint}see `python -m lm_eval ls tasks`"
+        )
+
+
 def _unknown(name: str) -> HarnessError:
     close = difflib.get_close_matches(name, [*SUITES, *_known_lm_eval_names()], n=3)
     hint = f"did you mean {', '.join(close)}? " if close else ""

@@ -113,6 +113,11 @@ def resolve_recipe(recipe: Recipe, where: str = "recipe") -> ResolvedRecipe:
             f"{where}: invalid mergekit configuration: {first_error(err)}",
             "see mergekit's documentation",
         ) from None
+    except (RuntimeError, ValueError) as err:  # mergekit's own validators (e.g. `slices: []`)
+        raise HarnessError(
+            f"{where}: invalid mergekit configuration: {' '.join(str(err).split())[:200]}",
+            "see mergekit's documentation",
+        ) from None
 
     configs = {ref: _load_model_config(ref, path, where) for ref, path in model_paths.items()}
     _check_shapes(where, config, configs, model_paths)
@@ -242,19 +247,11 @@ def _check_range(where: str, location: str, name: str, setting: Any) -> None:
 
 
 def _load_model_config(ref: str, path: str, where: str) -> Any:
-    from transformers import AutoConfig
+    from harness.assets.checkpoint import check_weights, load_model_config
 
-    try:
-        return AutoConfig.from_pretrained(path)
-    except (OSError, ValueError) as err:
-        local = Path(path).exists()
-        fix = (
-            "the folder has no loadable config.json"
-            if local
-            else "pass an existing local path, a demo: name (see `harness assets`), "
-            "or a hub id available offline in the HF cache"
-        )
-        raise HarnessError(f"{where}: model {ref!r} could not be found ({type(err).__name__})", fix) from None
+    config = load_model_config(ref, path, f"{where}: ")
+    check_weights(ref, path, f"{where}: ")
+    return config
 
 
 def _check_shapes(where: str, config: Any, configs: dict[str, Any], paths: dict[str, str]) -> None:

@@ -20,8 +20,10 @@ import contextlib
 import json
 import math
 import os
+import sys
+import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -29,8 +31,9 @@ from typing import Any
 
 import duckdb
 
-from harness.errors import HarnessError
+from harness.errors import HarnessError, StoreUnavailable
 from harness.evaluate.results import EvalResult
+from harness.record.spool import Spool
 from harness.record.versions import harness_commit, library_versions
 
 SCHEMA_VERSION = 2  # 2: suite_scores.stderr / data_source
@@ -153,20 +156,55 @@ def _clean(value: float | None) -> float | None:
     return None if value is None or (isinstance(value, float) and math.isnan(value)) else value
 
 
-class Leaderboard:
-    """Handle on one DuckDB leaderboard file; every method opens and closes its connection."""
+LOCK_WAIT_ENV = "HARNESS_DB_LOCK_WAIT"
+DEFAULT_LOCK_WAIT = 60.0  # seconds a connection waits for another process's lock
 
-    def __init__(self, path: str | Path):
+
+def lock_wait() -> float:
+    """How long to wait for the file lock (``$HARNESS_DB_LOCK_WAIT`` seconds, default 60)."""
+    try:
+        return max(0.0, float(os.environ.get(LOCK_WAIT_ENV, DEFAULT_LOCK_WAIT)))
+    except ValueError:
+        return DEFAULT_LOCK_WAIT
+
+
+def _is_lock_conflict(err: Exception) -> bool:
+    text = str(err)
+    return "Could not set lock" in text or "Conflicting lock" in text
+
+
+def _row(values: list[Any]) -> list[Any]:
+    return [_clean(v) if isinstance(v, float) else v for v in values]
+
+
+class Leaderboard:
+    """Handle on one DuckDB leaderboard file; every method opens and closes its connection.
+
+    DuckDB lets one process at a time hold the file (a writer excludes readers too), so a
+    connection that meets another process's lock retries with backoff for up to
+    :func:`lock_wait` seconds. A record that still cannot be written is spooled (see
+    :mod:`harness.record.spool`) and written by the next successful write: a scored trial
+    is never lost to a lock.
+    """
+
+    def __init__(self, path: str | Path, warn: Callable[[str], None] | None = None):
         self.path = Path(path)
+        self.spool = Spool(self.path)
+        self.warn = warn or (lambda message: print(f"harness: warning: {message}", file=sys.stderr))
 
     # -- connection ---------------------------------------------------------------
 
     def check_writable(self) -> None:
-        """Fail with one line, before any heavy work and without writing, if the file is unusable."""
+        """Fail with one line, before any heavy work and without writing, if the file is unusable.
+
+        Bad paths are HarnessError (exit 2); a lock that outlasts the wait is StoreUnavailable.
+        """
         if self.path.is_dir():
             raise HarnessError(f"--db {self.path} is a directory", "pass a file path ending in .duckdb")
         if self.path.exists():
-            with self.connect():  # opens it read-write: also catches a lock held by another writer
+            if not os.access(self.path, os.R_OK | os.W_OK):
+                raise HarnessError(f"--db {self.path} is not writable", "pass a writable --db")
+            with self.connect():  # opens it read-write: a foreign file or a lasting lock fails here
                 return
         ancestor = next((p for p in self.path.parents if p.exists()), Path("/"))
         if not ancestor.is_dir() or not os.access(ancestor, os.W_OK):
@@ -176,7 +214,10 @@ class Leaderboard:
             )
 
     @contextlib.contextmanager
-    def connect(self, read_only: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
+    def connect(
+        self, read_only: bool = False, wait: float | None = None
+    ) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A connection, retried with backoff while another process holds the file's lock."""
         if read_only and not self.path.exists():
             raise HarnessError(
                 f"no leaderboard database at {self.path}",
@@ -184,13 +225,7 @@ class Leaderboard:
             )
         if not read_only:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            con = duckdb.connect(str(self.path), read_only=read_only)
-        except duckdb.IOException as err:
-            raise HarnessError(
-                f"cannot open {self.path}: {str(err).splitlines()[0]}",
-                "check the path and that no other process is writing it",
-            ) from None
+        con = self._open(read_only, lock_wait() if wait is None else wait)
         try:
             if not read_only:
                 con.execute(_SCHEMA)
@@ -202,115 +237,187 @@ class Leaderboard:
         finally:
             con.close()
 
+    def _open(self, read_only: bool, wait: float) -> duckdb.DuckDBPyConnection:
+        deadline = time.monotonic() + wait
+        delay = 0.05
+        while True:
+            try:
+                return duckdb.connect(str(self.path), read_only=read_only)
+            except duckdb.IOException as err:
+                first = str(err).splitlines()[0]
+                if "not a valid DuckDB database file" in first:
+                    raise HarnessError(
+                        f"{self.path} is not a DuckDB database file",
+                        "pass a leaderboard .duckdb file or a new path with --db",
+                    ) from None
+                if not _is_lock_conflict(err):
+                    raise StoreUnavailable(f"cannot open {self.path}: {first}") from None
+                if time.monotonic() + delay > deadline:
+                    raise StoreUnavailable(
+                        f"{self.path} stayed locked by another process for {wait:.0f} s ({first[:160]})",
+                        f"stop the other process or raise {LOCK_WAIT_ENV}",
+                    ) from None
+                time.sleep(delay)
+                delay = min(delay * 2, 1.0)
+
     # -- writes ---------------------------------------------------------------------
 
     def record(self, trial: TrialRecord, result: EvalResult | None = None) -> str:
-        """Insert (or replace) one trial and its scores in a single transaction."""
+        """Insert (or replace) one trial and its scores in a single transaction.
+
+        When the file cannot be written (a lock past the wait, an I/O error), the record is
+        spooled and a warning says where; it is written by the next successful write. Only
+        when it cannot be kept anywhere does this raise StoreUnavailable.
+        """
+        payload = self._payload(trial, result)
+        try:
+            with self.connect() as con:
+                self._flush_into(con)
+                self._write(con, payload)
+        except (StoreUnavailable, duckdb.IOException) as err:  # a store fault; a bad value still raises
+            kept = self.spool.put(trial.id, payload)
+            self.warn(
+                f"leaderboard unavailable ({str(err)[:200]}); the record of {trial.name} ({trial.id}) "
+                f"is kept in {kept} and will be written by the next write to {self.path}"
+            )
+        return trial.id
+
+    def pending(self) -> int:
+        """How many spooled records are waiting to be written."""
+        return len(self.spool.pending())
+
+    def flush_pending(self, wait: float | None = None) -> int:
+        """Write spooled records now; returns how many are still pending (never raises for a
+        store fault: they stay spooled)."""
+        if not self.spool.pending():
+            return 0
+        try:
+            with self.connect(wait=wait) as con:
+                self._flush_into(con)
+        except (StoreUnavailable, duckdb.IOException) as err:
+            self.warn(f"pending records not written yet ({str(err)[:200]})")
+        return self.pending()
+
+    def _flush_into(self, con: duckdb.DuckDBPyConnection) -> None:
+        for path in self.spool.pending():
+            payload = self.spool.read(path)
+            if payload is None:
+                self.warn(f"{path} is not a pending leaderboard record; left in place")
+                continue
+            try:
+                self._write(con, payload)
+            except duckdb.IOException:
+                raise
+            except duckdb.Error as err:  # a record that can never be written must not block the rest
+                self.warn(
+                    f"{path} cannot be written ({str(err)[:200]}); moved aside to {self.spool.reject(path)}"
+                )
+                continue
+            self.spool.done(path)
+
+    def _payload(self, trial: TrialRecord, result: EvalResult | None) -> dict[str, Any]:
+        """Every row this record writes, as JSON-ready lists (the spool keeps exactly this)."""
         if result is not None:
             trial.eval_seconds = trial.eval_seconds if trial.eval_seconds is not None else result.seconds
             trial.eval_limit = trial.eval_limit if trial.eval_limit is not None else result.limit
         row = asdict(trial)
         params = row.pop("params")
         align_steps = row.pop("align_steps")
-        row["created_at"] = datetime.now(UTC).replace(tzinfo=None)
+        row["created_at"] = datetime.now(UTC).replace(tzinfo=None).isoformat()
         row["versions"] = json.dumps(library_versions())
         row["task_versions"] = json.dumps(result.task_versions if result else {})
         row["harness_commit"] = harness_commit()
-        with self.connect() as con:
-            con.execute("BEGIN TRANSACTION")
-            try:
-                for table in ("trials", "scores", "suite_scores", "trial_params", "align_steps"):
-                    key = "id" if table == "trials" else "trial_id"
-                    con.execute(f"DELETE FROM {table} WHERE {key} = ?", [trial.id])
-                cols = ", ".join(row)
-                con.execute(
-                    f"INSERT INTO trials ({cols}) VALUES ({', '.join('?' * len(row))})",
-                    list(row.values()),
-                )
-                if result is not None:
-                    con.executemany(
-                        "INSERT INTO scores VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                        [
-                            [
-                                trial.id,
-                                s.task,
-                                s.metric,
-                                _clean(s.value),
-                                _clean(s.stderr),
-                                s.n_samples,
-                                s.num_fewshot,
-                                s.data_source,
-                                s.suite,
-                                s.aggregate,
-                            ]
-                            for s in result.scores
-                        ],
+        scores = [
+            _row(
+                [
+                    trial.id,
+                    s.task,
+                    s.metric,
+                    s.value,
+                    s.stderr,
+                    s.n_samples,
+                    s.num_fewshot,
+                    s.data_source,
+                    s.suite,
+                    s.aggregate,
+                ]
+            )
+            for s in (result.scores if result else [])
+        ]
+        suite_scores = [
+            _row([trial.id, k, v, result.summary_stderr.get(k), result.summary_source.get(k)])
+            for k, v in (result.summary.items() if result else [])
+        ]
+        steps = [
+            [
+                trial.id,
+                st.get("step"),
+                st.get("method"),
+                st.get("chunk"),
+                st.get("examples"),
+                st.get("train_steps"),
+                st.get("seconds"),
+                st.get("lora"),
+                *(
+                    _clean(st.get(k))
+                    for k in (
+                        "loss",
+                        "rewards_chosen",
+                        "rewards_rejected",
+                        "rewards_margins",
+                        "rewards_accuracies",
                     )
-                    con.executemany(
-                        "INSERT INTO suite_scores VALUES (?, ?, ?, ?, ?)",
-                        [
-                            [
-                                trial.id,
-                                k,
-                                _clean(v),
-                                _clean(result.summary_stderr.get(k)),
-                                result.summary_source.get(k),
-                            ]
-                            for k, v in result.summary.items()
-                        ],
-                    )
-                if align_steps:
-                    con.executemany(
-                        "INSERT INTO align_steps VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                        [
-                            [
-                                trial.id,
-                                st.get("step"),
-                                st.get("method"),
-                                st.get("chunk"),
-                                st.get("examples"),
-                                st.get("train_steps"),
-                                st.get("seconds"),
-                                st.get("lora"),
-                                *(
-                                    _clean(st.get(k))
-                                    for k in (
-                                        "loss",
-                                        "rewards_chosen",
-                                        "rewards_rejected",
-                                        "rewards_margins",
-                                        "rewards_accuracies",
-                                    )
-                                ),
-                                json.dumps(st.get("metrics") or {}),
-                            ]
-                            for st in align_steps
-                        ],
-                    )
-                if result is None and trial.reused_from:
-                    self._copy_scores(con, trial.id, trial.reused_from)
-                if params:
-                    con.executemany(
-                        "INSERT INTO trial_params VALUES (?, ?, ?, ?)",
-                        [
-                            [
-                                trial.id,
-                                k,
-                                float(v) if isinstance(v, int | float) and not isinstance(v, bool) else None,
-                                None
-                                if isinstance(v, int | float) and not isinstance(v, bool)
-                                else json.dumps(v),
-                            ]
-                            for k, v in params.items()
-                        ],
-                    )
-                con.execute("COMMIT")
-            except BaseException:
-                con.execute("ROLLBACK")
-                raise
-        return trial.id
+                ),
+                json.dumps(st.get("metrics") or {}),
+            ]
+            for st in align_steps
+        ]
+        param_rows = [
+            [
+                trial.id,
+                k,
+                float(v) if isinstance(v, int | float) and not isinstance(v, bool) else None,
+                None if isinstance(v, int | float) and not isinstance(v, bool) else json.dumps(v),
+            ]
+            for k, v in params.items()
+        ]
+        return {
+            "trial": row,
+            "scores": scores,
+            "suite_scores": suite_scores,
+            "align_steps": steps,
+            "params": param_rows,
+            "copy_scores_from": trial.reused_from if result is None else None,
+        }
 
-    # -- reads ------------------------------------------------------------------------
+    def _write(self, con: duckdb.DuckDBPyConnection, payload: dict[str, Any]) -> None:
+        row = payload["trial"]
+        trial_id = row["id"]
+        con.execute("BEGIN TRANSACTION")
+        try:
+            for table in ("trials", "scores", "suite_scores", "trial_params", "align_steps"):
+                key = "id" if table == "trials" else "trial_id"
+                con.execute(f"DELETE FROM {table} WHERE {key} = ?", [trial_id])
+            cols = ", ".join(row)
+            con.execute(
+                f"INSERT INTO trials ({cols}) VALUES ({', '.join('?' * len(row))})",
+                [datetime.fromisoformat(v) if k == "created_at" else v for k, v in row.items()],
+            )
+            for table, rows in (
+                ("scores", payload["scores"]),
+                ("suite_scores", payload["suite_scores"]),
+                ("align_steps", payload["align_steps"]),
+                ("trial_params", payload["params"]),
+            ):
+                if rows:
+                    marks = ", ".join("?" * len(rows[0]))
+                    con.executemany(f"INSERT INTO {table} VALUES ({marks})", rows)
+            if payload.get("copy_scores_from"):
+                self._copy_scores(con, trial_id, payload["copy_scores_from"])
+            con.execute("COMMIT")
+        except BaseException:
+            con.execute("ROLLBACK")
+            raise
 
     def record_copy(self, trial: TrialRecord, source_id: str) -> str:
         """Record a trial whose recipe was already scored: copy that trial's scores.
@@ -340,6 +447,8 @@ class Leaderboard:
                WHERE trials.id = ? AND src.id = ?""",
             [trial_id, source_id],
         )
+
+    # -- reads ------------------------------------------------------------------------
 
     def _select(self, sql: str, args: list[Any]) -> list[dict[str, Any]]:
         """Rows of a read-only query as dicts ([] when the file does not exist yet)."""

@@ -408,7 +408,13 @@ def _average(
 def _mark_ties(data: ReportData) -> None:
     """Rows within the combined stderr of the leader on the ranking metric (average or objective)."""
     key = data.rank_key
-    ranked = [t for t in data.trials if t["rank"] is not None and t["cells"][key]["value"] is not None]
+    # A board of plain `harness eval` rows on non-leaderboard tasks has neither an average nor
+    # an objective cell: nothing to rank by, so no leader and no ties.
+    ranked = [
+        t
+        for t in data.trials
+        if t["rank"] is not None and (t["cells"].get(key) or {}).get("value") is not None
+    ]
     if not ranked:
         return
     leader = ranked[0]

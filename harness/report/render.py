@@ -16,6 +16,9 @@ from typing import Any
 import jinja2
 from markupsafe import Markup
 
+from harness.errors import HarnessError
+from harness.paths import check_output_file
+from harness.record import Leaderboard
 from harness.report.charts import build_charts, script_json
 from harness.report.data import (
     ReportData,
@@ -209,18 +212,28 @@ def render_json(data: ReportData, importances: list[dict[str, Any]]) -> str:
     return json.dumps(finite(payload), indent=1, default=str, allow_nan=False)
 
 
-def _write(path: Path, text: str) -> None:
-    """Write via a temporary file + rename: a browser reloading the page never sees half."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+def _write_all(texts: dict[Path, str]) -> None:
+    """Write every file to a temporary beside it, then rename them all: a failure leaves none
+    of them half-written, and a browser reloading the page never sees half a page."""
+    temps: list[tuple[str, Path]] = []
     try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
-            fh.write(text)
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600; the page is meant to be shared/served
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        for path, text in texts.items():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+            temps.append((tmp, path))
+            with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
+                fh.write(text)
+            os.chmod(tmp, 0o644)  # mkstemp makes 0600; the page is meant to be shared/served
+        for tmp, path in temps:
+            os.replace(tmp, path)
+    except OSError as err:
+        raise HarnessError(
+            f"cannot write the report to {next(iter(texts))}: {err.strerror or err}",
+            "pass a writable --out",
+        ) from None
+    finally:
+        for tmp, _ in temps:
+            Path(tmp).unlink(missing_ok=True)
 
 
 def generate_report(
@@ -238,6 +251,8 @@ def generate_report(
     """
     db, out = Path(db), Path(out)
     require_db(db)
+    check_output_file(out, "--out")
+    Leaderboard(db).flush_pending()  # records spooled while the file was locked belong in it
     data = load_report_data(db)
     importances = param_importances(data.trials)
     charts = build_charts(data.trials, importances, pareto)
@@ -247,7 +262,10 @@ def generate_report(
         csv=out.with_suffix(".csv"),
         trials=len(data.trials),
     )
-    _write(files.json, render_json(data, importances))
-    _write(files.csv, render_csv(data))
-    _write(files.html, render_html(data, charts, importances, title=title, out=out))
+    texts = {
+        files.json: render_json(data, importances),
+        files.csv: render_csv(data),
+        files.html: render_html(data, charts, importances, title=title, out=out),
+    }
+    _write_all(texts)
     return files

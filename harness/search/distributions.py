@@ -41,6 +41,55 @@ def iter_distributions(template: Any, path: str = "") -> Iterator[tuple[str, dic
             yield from iter_distributions(value, f"{path}[{i}]")
 
 
+OPTIONS = ("log", "step", "points")
+# Names other libraries use for distributions: a mapping keyed by one of them is a typo of ours.
+FOREIGN_NAMES = (
+    "uniform",
+    "loguniform",
+    "log_uniform",
+    "int_uniform",
+    "categorical",
+    "discrete_uniform",
+    "randint",
+    "range",
+    "normal",
+    "suggest_float",
+    "suggest_int",
+)
+
+
+def check_mappings(template: Any, where: str, path: str = "") -> None:
+    """Catch a mapping that was meant to be a distribution but is not one, with a message that
+    says so (mergekit's or pydantic's own error would be about an unrelated field)."""
+    if isinstance(template, dict):
+        label = f"{where}.{path}" if path else where
+        kinds = [k for k in template if k in KINDS]
+        if len(kinds) > 1:
+            raise HarnessError(
+                f"{label}: one mapping has two distribution kinds ({', '.join(kinds)})",
+                "write one of float, int, choice or gradient per value",
+            )
+        if not kinds:
+            foreign = next((k for k in template if str(k) in FOREIGN_NAMES), None)
+            in_parameters = ".parameters." in f".{path}" and not {"value", "filter"} & set(template)
+            if foreign is not None or (set(template) & set(OPTIONS)) or (in_parameters and _leaf(template)):
+                name = foreign or next(iter(template), "")
+                raise HarnessError(
+                    f"{label}: unknown distribution {name!r}",
+                    "use float, int, choice or gradient (e.g. {float: [0, 1]})",
+                )
+            for key, value in template.items():
+                check_mappings(value, where, f"{path}.{key}" if path else str(key))
+    elif isinstance(template, list):
+        for i, value in enumerate(template):
+            check_mappings(value, where, f"{path}[{i}]")
+
+
+def _leaf(mapping: dict[str, Any]) -> bool:
+    """A mapping holding no further mappings: a distribution-like value, not a config block."""
+    return not any(isinstance(v, dict) for v in mapping.values())
+
+
 def check_distribution(where: str, dist: dict[str, Any], bounds: tuple[float, float] | None) -> None:
     """Empty or inverted ranges, ranges outside the parameter's legal bounds, bad options."""
     kind = next(k for k in KINDS if k in dist)
@@ -56,6 +105,18 @@ def check_distribution(where: str, dist: dict[str, Any], bounds: tuple[float, fl
         raise HarnessError(f"{where}: empty range [{low}, {high}]", "make low < high")
     if kind == "int" and not (float(low).is_integer() and float(high).is_integer()):
         raise HarnessError(f"{where}: int range needs whole numbers", "use integers")
+    step = dist.get("step")
+    if step is not None:
+        if not _is_number(step) or step <= 0:
+            raise HarnessError(f"{where}: step must be a number > 0, got {step!r}", "use a positive step")
+        if step > high - low:
+            raise HarnessError(
+                f"{where}: step {step} is larger than the range [{low}, {high}]", "use a smaller step"
+            )
+        if kind == "int" and not float(step).is_integer():
+            raise HarnessError(f"{where}: an int range needs a whole step, got {step}", "use an integer step")
+        if dist.get("log"):
+            raise HarnessError(f"{where}: step and log cannot be combined", "drop one of them")
     if dist.get("log") and low <= 0:
         raise HarnessError(f"{where}: log scale needs low > 0", "raise low or drop log")
     if kind == "gradient" and not (isinstance(dist.get("points"), int) and dist["points"] >= 2):
@@ -101,22 +162,25 @@ def materialize(template: Any, trial: Any, prefix: str, path: str = "") -> Any:
     return template
 
 
-class LowestValues:
-    """A stand-in trial that always takes the low end: used to check a template builds."""
+class EndValues:
+    """A stand-in trial that always takes one end of every range (and the first or last
+    choice): used to check that a template builds at both ends, e.g. that the top of a
+    ``layer_range`` still fits the model, before the first real trial."""
 
     params: dict[str, Any]
 
-    def __init__(self) -> None:
+    def __init__(self, end: str = "low") -> None:
         self.params = {}
+        self.high = end == "high"
 
     def suggest_categorical(self, name: str, choices: list[Any]) -> Any:
-        return choices[0]
+        return choices[-1] if self.high else choices[0]
 
     def suggest_int(self, name: str, low: int, high: int, **_: Any) -> int:
-        return low
+        return high if self.high else low
 
     def suggest_float(self, name: str, low: float, high: float, **_: Any) -> float:
-        return low
+        return high if self.high else low
 
 
 def _is_number(value: Any) -> bool:

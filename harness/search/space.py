@@ -37,8 +37,9 @@ from harness.errors import HarnessError
 from harness.recipe import PARAMETER_RANGES, Recipe, recipe_from_dict, resolve_recipe
 from harness.recipe.validate import first_error, parse_yaml
 from harness.search.distributions import (
-    LowestValues,
+    EndValues,
     check_distribution,
+    check_mappings,
     iter_distributions,
     materialize,
 )
@@ -176,7 +177,7 @@ class SearchSpace(BaseModel):
         """The method's template with $aliases replaced by model references."""
         return _substitute(self.methods[method], self.models)
 
-    def recipe(self, method: str, trial: Any, align: str | None = None) -> Recipe:
+    def recipe(self, method: str, trial: Any, align: str | None = None, where: str | None = None) -> Recipe:
         """Sample one concrete recipe (define-by-run) for the chosen method and alignment.
 
         Align parameters are named ``align.<candidate>.<path>``, so, like merge parameters,
@@ -188,7 +189,7 @@ class SearchSpace(BaseModel):
         template = (self.align or {}).get(align) if align else None
         if template is not None:
             data["align"] = materialize(template, trial, prefix=f"align.{align}")
-        return recipe_from_dict(data, where=f"{self.name}.{method}" + (f"+{align}" if align else ""))
+        return recipe_from_dict(data, where=where or f"{self.name}.{method}" + (f"+{align}" if align else ""))
 
 
 def load_space(path: str | Path) -> SearchSpace:
@@ -217,8 +218,12 @@ def validate_space(space: SearchSpace, where: str) -> None:
         raise HarnessError(f"{where}: limit must be >= 1", "raise limit or remove it")
     if space.align is not None and not space.align:
         raise HarnessError(f"{where}: align is empty", "list candidates (null = no alignment) or remove it")
-    for suite in space.suites:
+    from harness.evaluate.suites import check_task
+
+    for i, suite in enumerate(space.suites):
         if isinstance(suite, SuiteSpec):
+            for j, part in enumerate(suite.parts):
+                check_task(part.task, f"{where}: suites[{i}].parts[{j}]")
             suite.register()
     suites = parse_suites(space.suite_names)
     produced = summary_keys(suites)
@@ -245,20 +250,26 @@ def validate_space(space: SearchSpace, where: str) -> None:
                     f"{label}: unknown model alias ${alias}",
                     f"define it under models: ({', '.join(space.models)})",
                 )
+        check_mappings(template, label)
         for path, dist in iter_distributions(template):
             check_distribution(f"{label}.{path}", dist, PARAMETER_RANGES.get(_parameter_name(path) or ""))
-        # The low end of every range must make a valid, resolvable recipe (method known,
-        # models present, shapes compatible): catch it now, not in trial 37.
-        resolve_recipe(space.recipe(method, LowestValues()), where=label)
+        # Both ends of every range must make a valid, resolvable recipe (method known, models
+        # present, shapes compatible, layer ranges inside the model): catch it now, not in trial 37.
+        for end in ("low", "high"):
+            at = f"{label} ({end} end of the ranges)"
+            resolve_recipe(space.recipe(method, EndValues(end), where=at), where=at)
     first_method = next(iter(space.methods))
     for name, template in (space.align or {}).items():
         if template is None:
             continue
         label = f"{where}: align.{name}"
+        check_mappings(template, label)
         for path, dist in iter_distributions(template):
             check_distribution(f"{label}.{path}", dist, ALIGN_PARAMETER_RANGES.get(path.split(".")[-1]))
         # Data sources load and have TRL's columns, T fits the data, ... (no weights loaded).
-        resolve_recipe(space.recipe(first_method, LowestValues(), align=name), where=label)
+        for end in ("low", "high"):
+            at = f"{label} ({end} end of the ranges)"
+            resolve_recipe(space.recipe(first_method, EndValues(end), align=name, where=at), where=at)
 
 
 def _substitute(value: Any, models: dict[str, str]) -> Any:

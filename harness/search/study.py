@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import functools
+import hashlib
+import re
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -10,21 +14,65 @@ from harness.errors import HarnessError
 from harness.search.distributions import iter_distributions
 from harness.search.space import SearchSpace
 
+STUDY_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 
-def open_storage(url: str | None, default_path: Path) -> Any:
-    """An Optuna storage from a URL; default a journal file (safe for several processes on one machine).
 
-    ``*.journal`` or ``journal:///path`` -> JournalStorage(JournalFileBackend), anything
-    else (``sqlite:///...``, ``postgresql://...``) -> RDBStorage.
+def check_study_name(name: str, where: str = "--study") -> str:
+    """A study name is part of file names (the default journal): no paths, no odd characters."""
+    if not STUDY_NAME_RE.match(name):
+        raise HarnessError(
+            f"{where}: invalid study name {name!r}",
+            "use up to 100 letters, digits, '.', '_' or '-', starting with a letter or digit",
+        )
+    return name
+
+
+def check_storage(url: str | None, default_path: Path, warn: Callable[[str], None]) -> str:
+    """The storage target an URL or path names, checked without creating anything.
+
+    ``*.journal`` or ``journal:///path``: a journal file (safe for several processes on one
+    machine); ``postgresql://...`` and other SQLAlchemy URLs: RDBStorage. In-memory SQLite is
+    refused (a rerun could never resume it); file SQLite is allowed with a warning, since it is
+    not safe for concurrent workers.
     """
+    target = url or str(default_path)
+    if target.startswith("journal://"):
+        target = target.removeprefix("journal://")
+        if not target:
+            raise HarnessError("--storage journal:// names no file", "write journal:///path/to/study.journal")
+        return target
+    if "://" not in target:
+        if not target.endswith(".journal"):
+            raise HarnessError(
+                f"--storage {target!r} is neither a storage URL nor a *.journal file",
+                "pass postgresql://user@host/db, sqlite:///path.db or a path ending in .journal",
+            )
+        return target
+    scheme, _, rest = target.partition("://")
+    if scheme.startswith("sqlite"):
+        db_path = rest.removeprefix("/").split("?")[0]
+        if db_path in ("", ":memory:") or "mode=memory" in rest:
+            raise HarnessError(
+                f"--storage {target!r} is an in-memory SQLite database: the study is lost when the "
+                "process ends and a rerun cannot resume it",
+                "use a *.journal file (the default) or sqlite:///path/to/file.db",
+            )
+        warn(
+            "SQLite storage is not safe for several concurrent workers; use a *.journal file on one "
+            "machine or postgresql:// across machines"
+        )
+    return target
+
+
+def open_storage(target: str) -> Any:
+    """An Optuna storage for a target checked by :func:`check_storage` (this creates it)."""
     import optuna
     from optuna.storages import JournalStorage
     from optuna.storages.journal import JournalFileBackend
 
-    target = url or str(default_path)
     try:
-        if target.startswith("journal://") or target.endswith(".journal") or "://" not in target:
-            path = Path(target.removeprefix("journal://"))
+        if "://" not in target:
+            path = Path(target)
             path.parent.mkdir(parents=True, exist_ok=True)
             return JournalStorage(JournalFileBackend(str(path)))
         return optuna.storages.RDBStorage(target)
@@ -36,26 +84,95 @@ def open_storage(url: str | None, default_path: Path) -> Any:
 
 
 def make_sampler(space: SearchSpace) -> Any:
+    """The space's sampler; a misspelt option is one line (exit 2), before anything is written.
+
+    Random-number samplers are re-seeded per trial from ``(seed, trial number)``
+    (:class:`TrialSeededSampler`): a resumed or second process continues the sequence instead
+    of repeating trial 0's draws, and one process's run stays reproducible. The grid sampler
+    already assigns grid points by trial number.
+    """
+    spec = space.sampler
+    where = f"sampler {spec.name!r}"
+    if spec.name == "grid":
+        if spec.options:
+            raise HarnessError(
+                f"{where} takes no options, got {sorted(spec.options)}", "remove sampler.options"
+            )
+        return _AskTellGridSampler(grid_space(space), seed=spec.seed)
+    factory = functools.partial(_seeded_sampler, spec.name, dict(spec.options))
+    try:
+        factory(spec.seed)
+    except (TypeError, ValueError) as err:
+        raise HarnessError(f"{where}: bad sampler.options: {err}", "fix or remove the option") from None
+    return TrialSeededSampler(factory, spec.seed)
+
+
+def _seeded_sampler(name: str, options: dict[str, Any], seed: int) -> Any:
     import optuna
 
-    spec = space.sampler
-    options = dict(spec.options)
-    if spec.name == "tpe":
+    options = dict(options)
+    if name == "tpe":
         # multivariate + group: TPE models the per-method parameter groups jointly.
         options.setdefault("multivariate", True)
         options.setdefault("group", True)
         with warnings.catch_warnings():  # `group` is flagged experimental; it is what conditional spaces need
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            return optuna.samplers.TPESampler(seed=spec.seed, **options)
-    if spec.name == "cmaes":
+            return optuna.samplers.TPESampler(seed=seed, **options)
+    if name == "cmaes":
         # CMA-ES handles the continuous parameters; the method choice falls back to random.
         options.setdefault("warn_independent_sampling", False)
-        return optuna.samplers.CmaEsSampler(seed=spec.seed, **options)
-    if spec.name == "nsga2":
-        return optuna.samplers.NSGAIISampler(seed=spec.seed, **options)
-    if spec.name == "random":
-        return optuna.samplers.RandomSampler(seed=spec.seed)
-    return _AskTellGridSampler(grid_space(space), seed=spec.seed)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return optuna.samplers.CmaEsSampler(seed=seed, **options)
+    if name == "nsga2":
+        return optuna.samplers.NSGAIISampler(seed=seed, **options)
+    return optuna.samplers.RandomSampler(seed=seed, **options)
+
+
+def trial_seed(seed: int, number: int) -> int:
+    """A 32-bit seed for trial ``number`` of a study seeded with ``seed``."""
+    digest = hashlib.sha256(f"{seed}:{number}".encode()).digest()
+    return int.from_bytes(digest[:4], "little")
+
+
+def _sampler_base() -> type:
+    import optuna
+
+    return optuna.samplers.BaseSampler
+
+
+class TrialSeededSampler(_sampler_base()):  # type: ignore[misc]
+    """A sampler whose random state is a function of the seed and the trial number.
+
+    Optuna's samplers seed their RNG once per process, so each new process (a resume after a
+    crash, a second worker) replays the same draws. This wrapper builds the inner sampler
+    afresh in ``before_trial`` with :func:`trial_seed`; the samplers keep no other state that
+    the study's storage does not hold (TPE, random, CMA-ES and NSGA-II read the history from it).
+    """
+
+    def __init__(self, factory: Callable[[int], Any], seed: int):
+        self._factory = factory
+        self._seed = seed
+        self._sampler = factory(seed)
+
+    def before_trial(self, study: Any, trial: Any) -> None:
+        self._sampler = self._factory(trial_seed(self._seed, trial.number))
+        self._sampler.before_trial(study, trial)
+
+    def infer_relative_search_space(self, study: Any, trial: Any) -> Any:
+        return self._sampler.infer_relative_search_space(study, trial)
+
+    def sample_relative(self, study: Any, trial: Any, search_space: Any) -> Any:
+        return self._sampler.sample_relative(study, trial, search_space)
+
+    def sample_independent(self, study: Any, trial: Any, param_name: str, param_distribution: Any) -> Any:
+        return self._sampler.sample_independent(study, trial, param_name, param_distribution)
+
+    def after_trial(self, study: Any, trial: Any, state: Any, values: Any) -> None:
+        self._sampler.after_trial(study, trial, state, values)
+
+    def reseed_rng(self) -> None:
+        self._sampler.reseed_rng()
 
 
 def _grid_sampler_base() -> type:

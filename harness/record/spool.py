@@ -1,0 +1,103 @@
+"""Pending leaderboard records: where a scored trial waits while the store is unavailable.
+
+A trial that took minutes to build and score must not be lost because the DuckDB file is
+locked by another process, or briefly unwritable, at the moment it is recorded. Its record
+(every row it would write, already serialised) goes to a small JSON file instead, written
+atomically and fsync'ed, and the next successful write of the same leaderboard inserts it.
+Records are idempotent (a write replaces the trial's rows by id), so a record written twice
+is written once.
+
+Where: beside the database (``.<db name>.pending/``), else under ``$HARNESS_HOME/pending/``
+when that folder cannot be written.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from harness.errors import StoreUnavailable
+from harness.paths import harness_home
+
+FORMAT = 1
+
+
+class Spool:
+    """The pending records of one leaderboard file, oldest first."""
+
+    def __init__(self, db: Path):
+        db = Path(db).absolute()
+        self.folders = (
+            db.parent / f".{db.name}.pending",
+            harness_home() / "pending" / hashlib.sha256(str(db).encode()).hexdigest()[:16],
+        )
+
+    def put(self, trial_id: str, payload: dict[str, Any]) -> Path:
+        """Keep one record durably; raise StoreUnavailable when no folder takes it."""
+        blob = json.dumps({"format": FORMAT, "trial_id": trial_id, **payload}, default=str)
+        problems = []
+        for folder in self.folders:
+            try:
+                return _durable_write(folder / f"{trial_id}.json", blob)
+            except OSError as err:
+                problems.append(f"{folder}: {err.strerror or err}")
+        raise StoreUnavailable(
+            f"the record of trial {trial_id} could not be kept anywhere ({'; '.join(problems)})",
+            "free disk space or make the leaderboard's folder writable",
+        )
+
+    def pending(self) -> list[Path]:
+        """Pending record files, oldest first (a reused trial's source is written before it)."""
+        files = [p for folder in self.folders if folder.is_dir() for p in folder.glob("*.json")]
+        return sorted(files, key=lambda p: (p.stat().st_mtime_ns, p.name))
+
+    @staticmethod
+    def read(path: Path) -> dict[str, Any] | None:
+        """The record in ``path``; None when it is not one of ours (left for a person to inspect)."""
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None
+        if not isinstance(data, dict) or data.get("format") != FORMAT:
+            return None
+        return data
+
+    @staticmethod
+    def reject(path: Path) -> Path:
+        """Move a record the store refuses out of the queue (kept for a person to inspect)."""
+        target = path.with_suffix(".rejected")
+        path.replace(target)
+        return target
+
+    @staticmethod
+    def done(path: Path) -> None:
+        path.unlink(missing_ok=True)
+        try:
+            path.parent.rmdir()  # only when it is empty: the folder is not left behind
+        except OSError:
+            pass
+
+
+def _durable_write(path: Path, text: str) -> Path:
+    """Temp file, fsync, rename, fsync the folder: the record survives a crash right after."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+        folder = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(folder)
+        finally:
+            os.close(folder)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path

@@ -1,0 +1,168 @@
+"""Faults during a real search on tiny models (issue 9): a lock on the leaderboard, a worker
+killed mid-trial, two workers drawing the same recipe. Real builds, real lm-eval, real
+processes; each test failed before its fix."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import duckdb
+import optuna
+import pytest
+import yaml
+from optuna.trial import TrialState
+
+from harness.record import Leaderboard, TrialRecord
+from harness.search import SearchOptions, SearchRunner, load_space
+from tests.fixtures.evaluate_data import build_data_dir, isolated_eval_env
+from tests.test_record import result
+from tests.test_reliability import held
+
+
+@pytest.fixture(scope="module", autouse=True)
+def env(tmp_path_factory):
+    with isolated_eval_env(tmp_path_factory.mktemp("home"), tmp_path_factory.mktemp("hf_cache")) as home:
+        yield home
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory) -> Path:
+    return build_data_dir(tmp_path_factory.mktemp("eval_data"), parts=("arc",))
+
+
+def space_file(tmp_path: Path, tiny_models, data: Path, weights: list[float]) -> Path:
+    space = {
+        "name": "faults",
+        "models": {k: str(v) for k, v in tiny_models.items() if k != "wide"},
+        "methods": {
+            "linear": {
+                "merge_method": "linear",
+                "models": [
+                    {"model": "$donor_a", "parameters": {"weight": {"choice": weights}}},
+                    {"model": "$donor_b", "parameters": {"weight": 0.5}},
+                ],
+            }
+        },
+        "suites": ["arc_challenge"],
+        "limit": 3,
+        "data_dir": str(data),
+        "objective": {"maximize": {"arc_challenge": 1.0}},
+        "sampler": {"name": "grid"} if len(weights) > 1 else {"name": "tpe", "seed": 0},
+    }
+    path = tmp_path / "space.yaml"
+    path.write_text(yaml.safe_dump(space))
+    return path
+
+
+def rows(db: Path, sql: str) -> list[tuple]:
+    with duckdb.connect(str(db), read_only=True) as con:
+        return con.execute(sql).fetchall()
+
+
+def test_trials_scored_while_the_board_is_locked_are_kept_and_told(tmp_path, tiny_models, data, monkeypatch):
+    db = tmp_path / "lb.duckdb"
+    runner = SearchRunner(
+        load_space(space_file(tmp_path, tiny_models, data, [0.3, 0.7])), SearchOptions(2, db)
+    )
+    monkeypatch.setenv("HARNESS_DB_LOCK_WAIT", "0.5")
+    with held(db, read_only=False):  # e.g. another `harness search` writing the same --db
+        outcome = runner.run()
+    assert outcome.finished == 2 and outcome.failed == 0
+    trials = runner.study.get_trials()
+    assert [t.state for t in trials] == [TrialState.COMPLETE] * 2  # none left RUNNING
+    assert runner.board.pending() == 2
+    # The lock is gone: the next reader-side flush (report, leaderboard, next search) writes them.
+    assert runner.board.flush_pending() == 0
+    stored = dict(rows(db, "SELECT trial_number, objective FROM trials WHERE status = 'ok'"))
+    assert stored == pytest.approx({t.number: t.value for t in trials})
+    assert rows(db, "SELECT count(*) FROM scores")[0][0] > 0
+
+
+def dead_pid() -> int:
+    """The pid of a real process that has exited."""
+    done = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
+    )
+    pid = int(done.stdout)
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)
+    return pid
+
+
+def test_a_trial_of_a_killed_worker_is_closed_on_resume(tmp_path, tiny_models, data):
+    db = tmp_path / "lb.duckdb"
+    space = load_space(space_file(tmp_path, tiny_models, data, [0.3, 0.7]))
+    killed = SearchRunner(space, SearchOptions(1, db))
+    orphan = killed.study.ask()  # what a `kill -9` mid-trial leaves in the journal
+    orphan.suggest_categorical("method", ["linear"])
+    orphan.set_user_attr("worker", {"host": socket.gethostname(), "pid": dead_pid(), "start": "1"})
+    orphan.set_user_attr("leaderboard_id", "killed000001")
+
+    runner = SearchRunner(space, SearchOptions(1, db))
+    assert runner.close_dead_trials() == 1
+    first = runner.study.get_trials()[0]
+    assert first.state == TrialState.FAIL and first.user_attrs["interrupted"] is True
+    assert rows(db, "SELECT status, trial_number FROM trials WHERE id = 'killed000001'") == [
+        ("interrupted", 0)
+    ]
+    outcome = runner.run()  # the interrupted trial does not use up the budget
+    assert outcome.finished == 1
+    assert [t.state for t in runner.study.get_trials()] == [TrialState.FAIL, TrialState.COMPLETE]
+
+
+def test_a_trial_recorded_just_before_its_worker_died_keeps_its_score(tmp_path, tiny_models, data):
+    db = tmp_path / "lb.duckdb"
+    space = load_space(space_file(tmp_path, tiny_models, data, [0.3, 0.7]))
+    runner = SearchRunner(space, SearchOptions(1, db))
+    orphan = runner.study.ask()
+    orphan.set_user_attr("worker", {"host": socket.gethostname(), "pid": dead_pid(), "start": "1"})
+    orphan.set_user_attr("leaderboard_id", "recorded0001")
+    runner.board.record(
+        TrialRecord(name="faults#0", source="search", study="faults", trial_number=0, id="recorded0001"),
+        result(0.625, 0.4),
+    )
+    assert runner.close_dead_trials() == 1
+    assert runner.study.get_trials()[0].state == TrialState.COMPLETE
+    assert runner.study.get_trials()[0].value == pytest.approx(0.625)
+    assert rows(db, "SELECT status FROM trials WHERE id = 'recorded0001'") == [("ok",)]
+
+
+def test_a_live_workers_trial_is_left_alone(tmp_path, tiny_models, data):
+    space = load_space(space_file(tmp_path, tiny_models, data, [0.3, 0.7]))
+    runner = SearchRunner(space, SearchOptions(1, tmp_path / "lb.duckdb"))
+    busy = runner.study.ask()
+    busy.set_user_attr("worker", {"host": socket.gethostname(), "pid": os.getpid(), "start": None})
+    assert runner.close_dead_trials() == 0
+    assert runner.study.get_trials()[0].state == TrialState.RUNNING
+
+
+def test_two_workers_never_score_one_recipe_twice(tmp_path, tiny_models, data, env):
+    """Two `harness search` processes started together on one --db, with a space that has a single
+    recipe: one builds and scores it, the other waits for its claim and reuses the scores."""
+    space = space_file(tmp_path, tiny_models, data, [0.5])
+    db = tmp_path / "lb.duckdb"
+    cmd = [sys.executable, "-m", "harness.cli", "search", "--space", str(space), "--db", str(db)]
+    cmd += ["--budget", "2", "--no-report"]
+    environ = {**os.environ, "HARNESS_HOME": str(env), "HF_DATASETS_CACHE": str(tmp_path / "hf")}
+    workers = [
+        subprocess.Popen(cmd, env=environ, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        for _ in range(2)
+    ]
+    logs = [w.communicate(timeout=600)[0] for w in workers]
+    assert [w.returncode for w in workers] == [0, 0], logs
+    scored = rows(db, "SELECT id FROM trials WHERE status = 'ok' AND reused_from IS NULL")
+    reused = rows(db, "SELECT reused_from FROM trials WHERE status = 'ok' AND reused_from IS NOT NULL")
+    assert len(scored) == 1, logs
+    assert len(reused) >= 1 and {r[0] for r in reused} == {scored[0][0]}
+    study = optuna.load_study(
+        study_name="faults",
+        storage=optuna.storages.JournalStorage(
+            optuna.storages.journal.JournalFileBackend(str(tmp_path / "optuna-faults.journal"))
+        ),
+    )
+    assert {t.state for t in study.get_trials()} == {TrialState.COMPLETE}
+    assert Leaderboard(db).pending() == 0
