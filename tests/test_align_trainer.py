@@ -184,7 +184,9 @@ def test_sdpo_lora_two_steps(tiny_models, tmp_path):
         lora={"r": 2, "target_modules": ["q_proj"]},
         **FAST,
     )
-    result = align_model(model, tok, cfg)
+    ticks: list[tuple[int, int, int]] = []
+    result = align_model(model, tok, cfg, on_progress=lambda *tick: ticks.append(tick))
+    assert ticks == [(1, 1, 2), (1, 2, 2), (2, 1, 2), (2, 2, 2)]  # every optimizer step, per sDPO step
     assert [s["lora"] for s in result.steps] == [True, True]
     assert type(result.model).__name__ == "LlamaForCausalLM"
     assert not _same(_weights(result.model), m0)

@@ -8,17 +8,19 @@ data the leaderboard does not score, and caches the results as demo models:
   by the base model's reward accuracy);
 * ``demo:smollm2-135m-dpo-commonsense``: DPO over PIQA, Social-IQA and CommonsenseQA pairs.
 
-Each is built once (a few minutes on 2 CPU cores), in a staging folder renamed into place, with
+Each is built once (tens of minutes on 2 CPU cores, with a progress bar), in a staging folder renamed into place, with
 a ``harness_demo.json`` marker holding the recipe hash and the training records; a re-run
 skips donors whose marker matches the current spec.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -177,8 +179,9 @@ def prepare_demo_donors(
                 info.models[name] = final
                 continue
             start = time.perf_counter()
-            say(f"training demo:{name}: {spec.description} (a few minutes on CPU)")
-            build_donor(spec, final, device=device, say=say)
+            say(f"training demo:{name}: {spec.description}")
+            with _step_bar(console, name) as on_progress:
+                build_donor(spec, final, device=device, say=say, on_progress=on_progress)
             info.seconds[name] = time.perf_counter() - start
             info.built.append(name)
             info.models[name] = final
@@ -186,7 +189,47 @@ def prepare_demo_donors(
     return info
 
 
-def build_donor(spec: DonorSpec, final: Path, *, device: str | None = None, say: Any = None) -> Path:
+@contextlib.contextmanager
+def _step_bar(console: Console | None, name: str) -> Iterator[Callable[[int, int, int], None] | None]:
+    """A progress bar (optimizer steps, elapsed, ETA) for one donor's training, on ``console``."""
+    if console is None:
+        yield None
+        return
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("steps"),
+        TimeElapsedColumn(),
+        TextColumn("eta"),
+        TimeRemainingColumn(),
+    )
+    with Progress(*columns, console=console, transient=True) as progress:
+        bar = progress.add_task(f"demo:{name}", total=None)
+
+        def update(step: int, done: int, total: int) -> None:
+            progress.update(bar, description=f"demo:{name} align step {step}", completed=done, total=total)
+
+        yield update
+
+
+def build_donor(
+    spec: DonorSpec,
+    final: Path,
+    *,
+    device: str | None = None,
+    say: Any = None,
+    on_progress: Callable[[int, int, int], None] | None = None,
+) -> Path:
     """Train one donor and publish it atomically at ``final``."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -208,7 +251,9 @@ def build_donor(spec: DonorSpec, final: Path, *, device: str | None = None, say:
                 f"margin {record['rewards_margins']:.3f}, acc {record['rewards_accuracies']:.2f}"
             )
 
-    result = align_model(model, tokenizer, config, device=device, seed=spec.seed, on_step=progress)
+    result = align_model(
+        model, tokenizer, config, device=device, seed=spec.seed, on_step=progress, on_progress=on_progress
+    )
     with atomic_dir(final) as stage:
         result.model.to("cpu").save_pretrained(stage)
         tokenizer.save_pretrained(stage)

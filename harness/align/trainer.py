@@ -81,6 +81,7 @@ def align_model(
     seed: int = 0,
     sources: list[LoadedSource] | None = None,
     on_step: Callable[[dict[str, Any]], None] | None = None,
+    on_progress: Callable[[int, int, int], None] | None = None,
 ) -> AlignResult:
     """Run DPO (one step) or sDPO (T steps) on ``model``; return the aligned model and records.
 
@@ -88,6 +89,8 @@ def align_model(
     adapter merged in. ``device``: ``"cpu"``, ``"cuda"``... (default: CUDA when available);
     the model is left on that device. ``output_dir`` is TRL's scratch folder (a temp folder
     by default; nothing is saved there). ``seed`` is used unless ``config.seed`` is set.
+    ``on_step`` gets each step's record when it ends; ``on_progress(step, done, total)`` is
+    called after every optimizer step (for a progress bar with an ETA).
     Raises HarnessError for bad input found before training, AlignmentError during it.
     """
     start = time.perf_counter()
@@ -117,6 +120,7 @@ def align_model(
             seed=seed + t - 1,
             device=device,
             output_dir=output_dir,
+            on_progress=on_progress,
         )
         record["metrics"].update(shared)
         steps.append(record)
@@ -268,6 +272,7 @@ def dpo_step(
     seed: int = 0,
     device: str | None = None,
     output_dir: str | Path | None = None,
+    on_progress: Callable[[int, int, int], None] | None = None,
 ) -> tuple[Any, dict[str, Any]]:
     """One DPO run on ``chunk``: the reference is ``policy`` as it is now. Returns (model, record)."""
     import torch
@@ -335,7 +340,7 @@ def dpo_step(
                     train_dataset=Dataset.from_list(chunk.rows),
                     processing_class=tok,
                     peft_config=peft_config,
-                    callbacks=[_NaNGuard(step)],
+                    callbacks=[_NaNGuard(step)] + ([_Progress(step, on_progress)] if on_progress else []),
                 )
             trainer.remove_callback(PrinterCallback)  # logs go to the record, not stdout
             examples = len(trainer.train_dataset)
@@ -514,6 +519,17 @@ def _no_reference_reload() -> Iterator[None]:
         yield
     finally:
         dpo_module.create_model_from_path = original
+
+
+class _Progress(TrainerCallback):
+    """Reports every optimizer step: long CPU training must not look hung."""
+
+    def __init__(self, step: int, report: Callable[[int, int, int], None]):
+        self.step = step
+        self.report = report
+
+    def on_step_end(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+        self.report(self.step, state.global_step, state.max_steps)
 
 
 class _NaNGuard(TrainerCallback):

@@ -11,7 +11,9 @@ Tables:
 
 DuckDB allows one read-write process per file, so every write opens, writes one
 transaction and closes: a reader (``harness leaderboard``) can look in between, and a
-crash mid-write rolls back instead of leaving half a row.
+crash mid-write rolls back instead of leaving half a row. A connection that meets another
+process's lock retries for a while; a record that still cannot be written is spooled
+(:mod:`harness.record.spool`) and written later, so a scored trial is never lost to a lock.
 """
 
 from __future__ import annotations
