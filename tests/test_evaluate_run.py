@@ -246,3 +246,54 @@ def test_suite_with_no_data_anywhere_runs_nothing(tmp_path, tiny) -> None:
     rows = [s for s in result.scores if s.task.startswith("kmmlu")]
     assert len({s.task for s in rows}) == 45 + 4 + 1  # subjects, categories, group
     assert all(s.value is None and s.data_source.startswith("no data:") for s in rows)
+
+
+def test_every_aggregate_is_recomputable_from_the_samples(data: Path, tiny, tmp_path) -> None:
+    """The samples table holds lm-eval's per-question values; every number the harness shows
+    is a mean of them (per task), a size-weighted mean (lm-eval groups) or a mean of task means
+    (macro numbers, H4), recomputed here in SQL from the DuckDB file alone."""
+    import duckdb
+
+    from harness.record import Leaderboard, TrialRecord
+
+    _, model, tokenizer = tiny
+    result = evaluate_model(model, tokenizer, ["h4", "kmmlu"], limit=3, data_dir=data, progress=False)
+    db = tmp_path / "lb.duckdb"
+    tid = Leaderboard(db).record(TrialRecord(name="tiny", source="eval"), result)
+    with duckdb.connect(str(db), read_only=True) as con:
+        per_task = {
+            (task, metric, shots): (mean, n)
+            for task, metric, shots, mean, n in con.execute(
+                "SELECT task, metric, num_fewshot, avg(value), count(*) FROM samples WHERE trial_id = ? "
+                "GROUP BY ALL",
+                [tid],
+            ).fetchall()
+        }
+        checked = 0
+        for task, metric, shots, value, n in con.execute(
+            "SELECT task, metric, num_fewshot, value, n_samples FROM scores "
+            "WHERE trial_id = ? AND NOT aggregate AND value IS NOT NULL",
+            [tid],
+        ).fetchall():
+            assert per_task[(task, metric, shots)] == (pytest.approx(value, abs=1e-12), n), (task, metric)
+            checked += 1
+        assert checked >= 10
+        micro, macro = con.execute(
+            """SELECT avg(value), (SELECT avg(m) FROM (SELECT avg(value) AS m FROM samples
+                   WHERE trial_id = $1 AND task LIKE 'mmlu\\_%' ESCAPE '\\' AND metric = 'acc' GROUP BY task))
+               FROM samples WHERE trial_id = $1 AND task LIKE 'mmlu\\_%' ESCAPE '\\' AND metric = 'acc'""",
+            [tid],
+        ).fetchone()
+        kmmlu = con.execute(
+            """SELECT avg(m) FROM (SELECT avg(value) AS m FROM samples
+               WHERE trial_id = ? AND task LIKE 'kmmlu\\_%' ESCAPE '\\' AND metric = 'acc' GROUP BY task)""",
+            [tid],
+        ).fetchone()[0]
+        splits = dict(con.execute("SELECT task, any_value(split) FROM samples GROUP BY task").fetchall())
+    assert result.summary["mmlu"] == pytest.approx(micro, abs=1e-12)
+    assert result.summary["mmlu_macro"] == pytest.approx(macro, abs=1e-12)
+    assert result.summary["kmmlu"] == pytest.approx(kmmlu, abs=1e-12)
+    parts = ("arc_challenge", "hellaswag", "mmlu_macro", "truthfulqa_mc2")
+    assert result.summary["h4"] == pytest.approx(sum(result.summary[k] for k in parts) / 4, abs=1e-12)
+    # The split each document came from (the fixtures have no ARC test split: validation).
+    assert splits["arc_challenge"] == "validation" and splits["mmlu_anatomy"] == "test"

@@ -104,3 +104,21 @@ def test_find_scored_matches_hash_suites_and_limit(tmp_path):
     assert board.find_scored("abc", "h4", 50) is None
     assert board.find_scored("abc", "mmlu", 20) is None
     assert board.find_scored("zzz", "h4", 20) is None
+
+
+def test_reused_trials_reuse_the_per_question_rows(tmp_path):
+    from harness.evaluate.results import Sample
+
+    board = Leaderboard(tmp_path / "lb.duckdb")
+    scored = result(0.5, 0.4)
+    scored.samples = [
+        Sample("arc_challenge", 25, i, f"h{i}", "acc_norm", float(i % 2), "validation") for i in range(4)
+    ]
+    source = board.record(TrialRecord(name="a", source="search", recipe_hash="abc"), scored)
+    copy = board.record_copy(TrialRecord(name="b", source="search", recipe_hash="abc"), source)
+    with duckdb.connect(str(tmp_path / "lb.duckdb"), read_only=True) as con:
+        rows = con.execute(
+            "SELECT trial_id, count(*), sum(value) FROM samples GROUP BY trial_id ORDER BY trial_id = ?",
+            [source],
+        ).fetchall()
+    assert rows == [(copy, 4, 2.0), (source, 4, 2.0)]

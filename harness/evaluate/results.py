@@ -28,6 +28,25 @@ class Score:
     aggregate: bool = False
 
 
+@dataclass(frozen=True)
+class Sample:
+    """One metric of one question, as lm-eval computed it (``log_samples``).
+
+    Every aggregate the harness shows is a function of these rows (a mean per task, a mean of
+    task means for macro numbers), so they can be recomputed, re-aggregated and compared
+    question by question between two models scored on the same documents.
+    """
+
+    task: str
+    num_fewshot: int | None
+    doc_id: int
+    doc_hash: str  # lm-eval's hash of the document: the same question under any doc_id
+    metric: str  # as in Score.metric ("acc", "acc_norm", "acc,<filter>" for other filters)
+    value: float | None
+    split: str | None  # the dataset split the document came from (e.g. "test", "validation")
+    partition: str = "all"  # which part of the split the document belongs to
+
+
 @dataclass
 class EvalResult:
     """All scores of one model, plus what is needed to reproduce them."""
@@ -43,6 +62,8 @@ class EvalResult:
     # leaderboard can show "± stderr" and "substitute data" for keys it does not know).
     summary_stderr: dict[str, float | None] = field(default_factory=dict)
     summary_source: dict[str, str] = field(default_factory=dict)
+    # Per-question results of every leaf task that ran (no group rows: groups are means).
+    samples: list[Sample] = field(default_factory=list)
 
 
 def pooled_stderr(errors: Sequence[float | None]) -> float | None:

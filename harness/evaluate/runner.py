@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.evaluate.datasources import data_roots
-from harness.evaluate.results import EvalResult, Score, pooled_stderr
+from harness.evaluate.results import EvalResult, Sample, Score, pooled_stderr
 from harness.evaluate.suites import Suite, resolve_suites
 from harness.evaluate.tasks import EvalPlan, Node, Target, build_plan, run_task_manager
 
@@ -66,7 +66,7 @@ def evaluate_model(
                     num_fewshot=run.num_fewshot,
                     limit=limit,
                     task_manager=task_manager,
-                    log_samples=False,
+                    log_samples=True,  # per-question results: the samples table
                 )
                 if out is not None:
                     results.append((run.num_fewshot, out))
@@ -145,6 +145,47 @@ def _number(value: Any) -> float | None:
         return None
     value = float(value)
     return None if math.isnan(value) else value
+
+
+def _per_question(value: Any) -> float | None:
+    """A per-document metric value as a number; None for what is not one (e.g. BLEU's
+    (reference, prediction) pairs, which lm-eval aggregates as a corpus, not as a mean)."""
+    if isinstance(value, bool):
+        return float(value)
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return None if math.isnan(number) else number
+
+
+def collect_samples(outputs: list[tuple[int | None, dict[str, Any]]], nodes: dict[str, Node]) -> list[Sample]:
+    """lm-eval's logged samples -> one Sample per (task, document, numeric metric)."""
+    rows: list[Sample] = []
+    for run_shots, out in outputs:
+        n_shot = out.get("n-shot", {})
+        for task, logged in (out.get("samples") or {}).items():
+            node = nodes.get(task)
+            split = node.eval_split if node is not None else None
+            shots = n_shot.get(task, run_shots)
+            for doc in logged:
+                filt = doc.get("filter", "none")
+                for metric in doc.get("metrics", ()):
+                    value = _per_question(doc.get(metric))
+                    if value is None and doc.get(metric) is not None:
+                        continue  # not a per-question number
+                    rows.append(
+                        Sample(
+                            task=task,
+                            num_fewshot=shots,
+                            doc_id=int(doc["doc_id"]),
+                            doc_hash=str(doc.get("doc_hash", "")),
+                            metric=metric if filt == "none" else f"{metric},{filt}",
+                            value=value,
+                            split=split,
+                        )
+                    )
+    return rows
 
 
 def _node_index(plan: EvalPlan) -> dict[str, Node]:
@@ -263,6 +304,7 @@ def collect(plan: EvalPlan, outputs: list[tuple[int | None, dict[str, Any]]]) ->
 
     for suite in plan.suites:
         _headlines(plan, suite, values, result, add)
+    result.samples = collect_samples(outputs, nodes)
     return result
 
 

@@ -234,6 +234,12 @@ class Node:
     def complete(self) -> bool:
         return all(leaf.source is not None and leaf.source.kind != "none" for leaf in self.leaves())
 
+    @property
+    def eval_split(self) -> str | None:
+        """The split a leaf's documents are scored from, after local-data overrides."""
+        cfg = {**self.cfg, **(self.source.overrides if self.source else {})}
+        return cfg.get("test_split") or cfg.get("validation_split")
+
     def metrics(self) -> list[str]:
         """Metric names this node reports (for "no data" rows)."""
         if self.kind == "task":

@@ -38,7 +38,7 @@ from harness.evaluate.results import EvalResult
 from harness.record.spool import Spool
 from harness.record.versions import harness_commit, library_versions
 
-SCHEMA_VERSION = 2  # 2: suite_scores.stderr / data_source
+SCHEMA_VERSION = 3  # 2: suite_scores.stderr / data_source; 3: samples
 
 # Headline columns in leaderboard order; "average" is the mean of the benchmark ones present.
 SUITE_COLUMNS = (
@@ -105,7 +105,24 @@ CREATE TABLE IF NOT EXISTS align_steps (
 CREATE TABLE IF NOT EXISTS trial_params (
     trial_id VARCHAR NOT NULL, name VARCHAR NOT NULL, value DOUBLE, value_text VARCHAR
 );
+-- Per-question results (lm-eval's log_samples): one row per trial, task, document and metric.
+CREATE TABLE IF NOT EXISTS samples (
+    trial_id VARCHAR NOT NULL, task VARCHAR NOT NULL, num_fewshot INTEGER, doc_id INTEGER NOT NULL,
+    doc_hash VARCHAR, metric VARCHAR NOT NULL, value DOUBLE, split VARCHAR, "partition" VARCHAR
+);
 """
+
+SAMPLE_COLUMNS = (
+    "trial_id",
+    "task",
+    "num_fewshot",
+    "doc_id",
+    "doc_hash",
+    "metric",
+    "value",
+    "split",
+    "partition",
+)
 
 
 @dataclass
@@ -383,8 +400,13 @@ class Leaderboard:
             ]
             for k, v in params.items()
         ]
+        samples = [
+            [trial.id, x.task, x.num_fewshot, x.doc_id, x.doc_hash, x.metric, x.value, x.split, x.partition]
+            for x in (result.samples if result else [])
+        ]
         return {
             "trial": row,
+            "samples": samples,
             "scores": scores,
             "suite_scores": suite_scores,
             "align_steps": steps,
@@ -397,7 +419,7 @@ class Leaderboard:
         trial_id = row["id"]
         con.execute("BEGIN TRANSACTION")
         try:
-            for table in ("trials", "scores", "suite_scores", "trial_params", "align_steps"):
+            for table in ("trials", "scores", "suite_scores", "trial_params", "align_steps", "samples"):
                 key = "id" if table == "trials" else "trial_id"
                 con.execute(f"DELETE FROM {table} WHERE {key} = ?", [trial_id])
             cols = ", ".join(row)
@@ -414,12 +436,27 @@ class Leaderboard:
                 if rows:
                     marks = ", ".join("?" * len(rows[0]))
                     con.executemany(f"INSERT INTO {table} VALUES ({marks})", rows)
+            if payload.get("samples"):
+                self._insert_samples(con, payload["samples"])
             if payload.get("copy_scores_from"):
                 self._copy_scores(con, trial_id, payload["copy_scores_from"])
             con.execute("COMMIT")
         except BaseException:
             con.execute("ROLLBACK")
             raise
+
+    @staticmethod
+    def _insert_samples(con: duckdb.DuckDBPyConnection, rows: list[list[Any]]) -> None:
+        """Bulk insert through a DataFrame: a 5-shot MMLU run is ~28k rows, which row-by-row
+        executemany would take seconds to write."""
+        import pandas as pd
+
+        frame = pd.DataFrame(rows, columns=list(SAMPLE_COLUMNS))
+        con.register("harness_samples", frame)
+        try:
+            con.execute(f"INSERT INTO samples SELECT {', '.join(SAMPLE_COLUMNS)} FROM harness_samples")
+        finally:
+            con.unregister("harness_samples")
 
     def record_copy(self, trial: TrialRecord, source_id: str) -> str:
         """Record a trial whose recipe was already scored: copy that trial's scores.
@@ -441,6 +478,11 @@ class Leaderboard:
         con.execute(
             """INSERT INTO suite_scores SELECT ?, name, value, stderr, data_source
                FROM suite_scores WHERE trial_id = ?""",
+            [trial_id, source_id],
+        )
+        con.execute(  # the per-question rows too: a reused trial can be compared like any other
+            f"""INSERT INTO samples SELECT ?, {", ".join(SAMPLE_COLUMNS[1:])}
+                FROM samples WHERE trial_id = ?""",
             [trial_id, source_id],
         )
         con.execute(
