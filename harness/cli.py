@@ -276,7 +276,57 @@ def leaderboard(
 
         print(pd.DataFrame(rows).to_csv(index=False), end="")
     else:
-        _print_ranking(rows, db)
+        _print_ranking(rows, db, ties=_ties(db))
+
+
+@app.command()
+@user_errors
+def compare(
+    a: Annotated[str, typer.Argument(help="Trial id A (from `harness leaderboard`).")],
+    b: Annotated[str, typer.Argument(help="Trial id B.")],
+    key: Annotated[
+        str | None,
+        typer.Option(
+            help="Comma-separated numbers to compare (summary keys, objective, average); default all shared."
+        ),
+    ] = None,
+    alpha: Annotated[float, typer.Option(help="Significance level for the verdict.")] = 0.05,
+    db: DbOption = DEFAULT_DB,
+) -> None:
+    """Paired comparison of two leaderboard rows on the questions both were scored on."""
+    from harness.compare import compare_trials
+
+    if not 0 < alpha < 1:
+        raise HarnessError(f"--alpha must be in (0, 1), got {alpha}", "pass e.g. --alpha 0.05")
+    board = _leaderboard(db)
+    if not board.path.exists():
+        raise HarnessError(f"no leaderboard database at {db}", "run `harness eval` or `harness search` first")
+    keys = [k.strip() for k in key.split(",") if k.strip()] if key else None
+    rows = compare_trials(board, a, b, keys)
+    table = Table(title=f"A = {_fmt(a)}, B = {_fmt(b)}: paired on the questions both were scored on")
+    for col in ("number", "questions", "A", "B", "A - B", "95% CI", "p", "test", "verdict"):
+        table.add_column(col, justify="left" if col in ("number", "test", "verdict") else "right")
+    for row in rows:
+        t = row.test
+        if t is None:
+            table.add_row(_fmt(row.key), "", "", "", "", "", "", "", _fmt(row.note))
+            continue
+        if t.p_value < alpha:
+            verdict = "A better" if t.difference > 0 else "B better"
+        else:
+            verdict = "no significant difference"
+        table.add_row(
+            _fmt(row.key),
+            f"{t.questions} ({t.discordant} differ)",
+            _fmt(row.a),
+            _fmt(row.b),
+            f"{t.difference:+.4f}",
+            f"[{t.ci_low:+.4f}, {t.ci_high:+.4f}]",
+            f"{t.p_value:.3g}",
+            t.test,
+            verdict,
+        )
+    Console(width=200).print(table)
 
 
 # --- shared helpers ----------------------------------------------------------------
@@ -367,7 +417,20 @@ def _print_summary(summary: dict[str, float | None]) -> None:
     Console().print(table)
 
 
-def _print_ranking(rows: list[dict[str, Any]], db: Path) -> None:
+def _ties(db: Path) -> dict[str, str]:
+    """Trial id -> "leader" / "tied (p …)": the report's paired rule, computed in one place."""
+    from harness.report.data import load_report_data
+
+    marks = {}
+    for t in load_report_data(db).trials:
+        if t["tie"] == "leader":
+            marks[t["id"]] = "leader"
+        elif t["tie"] == "tied":
+            marks[t["id"]] = "tied"
+    return marks
+
+
+def _print_ranking(rows: list[dict[str, Any]], db: Path, ties: dict[str, str] | None = None) -> None:
 
     if not rows:
         Console().print(f"no trials in {_fmt(db)} yet")
@@ -396,7 +459,8 @@ def _print_ranking(rows: list[dict[str, Any]], db: Path) -> None:
     if any(r.get("average") is not None for r in rows):  # benchmark average, when any row has one
         present.insert(0, "average")
     table = Table(title=f"leaderboard ({_fmt(db)})")
-    for col in ["#", "id", "name", "status", *present, "source"]:
+    marks = ["vs leader"] if ties else []
+    for col in ["#", "id", "name", "status", *present, *marks, "source"]:
         table.add_column(col, justify="right" if col in ("#", *present) else "left")
     for rank, row in enumerate(rows, 1):
         origin = row["source"] if row["study"] is None else f"{row['study']}#{row['trial_number']}"
@@ -411,9 +475,16 @@ def _print_ranking(rows: list[dict[str, Any]], db: Path) -> None:
             _fmt(row["name"]),
             _fmt(status),
             *(_fmt(row[c]) for c in present),
+            *([ties.get(row["id"], "") if ties else ""] if marks else []),
             _fmt(origin),
         )
     Console(width=200).print(table)
+    if ties:
+        Console(stderr=True).print(
+            "vs leader: 'tied' = not significantly different from the leader in a paired test on the same "
+            "questions, Holm-adjusted (see `harness report`'s legend; `harness compare A B` for details)",
+            soft_wrap=True,
+        )
 
 
 def _print_search_summary(runner: Any, outcome: Any, db: Path) -> None:

@@ -290,10 +290,31 @@ def test_every_aggregate_is_recomputable_from_the_samples(data: Path, tiny, tmp_
             [tid],
         ).fetchone()[0]
         splits = dict(con.execute("SELECT task, any_value(split) FROM samples GROUP BY task").fetchall())
+        # Generic: every headline with data is sum(weight * task mean) over its summary_parts.
+        recomputed = dict(
+            con.execute(
+                """SELECT p.name, sum(p.weight * m.mean) FROM summary_parts p JOIN
+                   (SELECT task, metric, num_fewshot, avg(value) AS mean FROM samples WHERE trial_id = $1
+                    GROUP BY ALL) m
+                   ON p.task = m.task AND p.metric = m.metric AND p.num_fewshot IS NOT DISTINCT FROM m.num_fewshot
+                   WHERE p.trial_id = $1 GROUP BY p.name""",
+                [tid],
+            ).fetchall()
+        )
+        stored = dict(
+            con.execute(
+                "SELECT name, value FROM suite_scores WHERE trial_id = ? AND value IS NOT NULL", [tid]
+            ).fetchall()
+        )
     assert result.summary["mmlu"] == pytest.approx(micro, abs=1e-12)
     assert result.summary["mmlu_macro"] == pytest.approx(macro, abs=1e-12)
     assert result.summary["kmmlu"] == pytest.approx(kmmlu, abs=1e-12)
     parts = ("arc_challenge", "hellaswag", "mmlu_macro", "truthfulqa_mc2")
     assert result.summary["h4"] == pytest.approx(sum(result.summary[k] for k in parts) / 4, abs=1e-12)
+    assert set(recomputed) == set(stored) and {"h4", "mmlu", "mmlu_macro", "kmmlu", "kmmlu_micro"} <= set(
+        stored
+    )
+    for key, value in stored.items():
+        assert recomputed[key] == pytest.approx(value, abs=1e-12), key
     # The split each document came from (the fixtures have no ARC test split: validation).
     assert splits["arc_challenge"] == "validation" and splits["mmlu_anatomy"] == "test"

@@ -28,6 +28,10 @@ class Score:
     aggregate: bool = False
 
 
+# A headline number as a weighted sum of per-task means: (task, metric, num_fewshot) -> weight.
+Composition = dict[tuple[str, str, int | None], float]
+
+
 @dataclass(frozen=True)
 class Sample:
     """One metric of one question, as lm-eval computed it (``log_samples``).
@@ -64,6 +68,8 @@ class EvalResult:
     summary_source: dict[str, str] = field(default_factory=dict)
     # Per-question results of every leaf task that ran (no group rows: groups are means).
     samples: list[Sample] = field(default_factory=list)
+    # How each summary key with data is made from the samples (see Composition).
+    summary_parts: dict[str, Composition] = field(default_factory=dict)
 
 
 def pooled_stderr(errors: Sequence[float | None]) -> float | None:

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.evaluate.datasources import data_roots
-from harness.evaluate.results import EvalResult, Sample, Score, pooled_stderr
+from harness.evaluate.results import Composition, EvalResult, Sample, Score, pooled_stderr
 from harness.evaluate.suites import Suite, resolve_suites
 from harness.evaluate.tasks import EvalPlan, Node, Target, build_plan, run_task_manager
 
@@ -234,6 +234,8 @@ def collect(plan: EvalPlan, outputs: list[tuple[int | None, dict[str, Any]]]) ->
     seen: set[tuple[str, str, int | None]] = set()
     # (task, run few-shot) -> {metric: (value, stderr, n)} for headline computations.
     values: dict[tuple[str, int | None], dict[str, tuple[float | None, float | None, int | None]]] = {}
+    # (task, run few-shot) -> the few-shot count lm-eval used (what the samples rows carry).
+    shots_of: dict[tuple[str, int | None], int | None] = {}
 
     def add(score: Score, run_shots: int | None) -> None:
         key = (score.task, score.metric, run_shots)
@@ -246,6 +248,7 @@ def collect(plan: EvalPlan, outputs: list[tuple[int | None, dict[str, Any]]]) ->
             score.stderr,
             score.n_samples,
         )
+        shots_of.setdefault((score.task, run_shots), score.num_fewshot)
 
     for run_shots, out in outputs:
         n_samples = out.get("n-samples", {})
@@ -303,7 +306,7 @@ def collect(plan: EvalPlan, outputs: list[tuple[int | None, dict[str, Any]]]) ->
                 )
 
     for suite in plan.suites:
-        _headlines(plan, suite, values, result, add)
+        _headlines(plan, suite, values, shots_of, result, add)
     result.samples = collect_samples(outputs, nodes)
     return result
 
@@ -333,10 +336,43 @@ def _macro(
     return mean, pooled_stderr([g[1] for g in got]), sum(g[2] or 0 for g in got)
 
 
+def _composition(
+    node: Node,
+    metric: str,
+    shots: int | None,
+    values: dict[tuple[str, int | None], dict[str, Any]],
+    shots_of: dict[tuple[str, int | None], int | None],
+    by_size: bool,
+) -> Composition:
+    """The weights with which each leaf task's per-question mean makes a headline number:
+    1 for a task, n_task / n for a size-weighted lm-eval group, 1 / tasks for a macro mean.
+    Summed over the samples table they give the number back (and a paired comparison its
+    per-question differences' weights)."""
+    got = [(leaf.name, values.get((leaf.name, shots), {}).get(metric)) for leaf in node.leaves()]
+    got = [(name, v) for name, v in got if v is not None and v[0] is not None]
+    total = sum(v[2] or 0 for _, v in got) if by_size else len(got)
+    if not total:
+        return {}
+    return {
+        (name, metric, shots_of.get((name, shots), shots)): ((v[2] or 0) if by_size else 1) / total
+        for name, v in got
+    }
+
+
+def _weights_by_size(node: Node, metric: str) -> bool:
+    """lm-eval's rule for a group's number: size-weighted unless its config says otherwise."""
+    listed = node.cfg.get("aggregate_metric_list") or []
+    for entry in listed if isinstance(listed, list) else [listed]:
+        if isinstance(entry, dict) and entry.get("metric") == metric:
+            return bool(entry.get("weight_by_size", True))
+    return True
+
+
 def _headlines(
     plan: EvalPlan,
     suite: Suite,
     values: dict[tuple[str, int | None], dict[str, Any]],
+    shots_of: dict[tuple[str, int | None], int | None],
     result: EvalResult,
     add: Any,
 ) -> None:
@@ -352,7 +388,10 @@ def _headlines(
                 summary.setdefault(key, None)
                 continue
             # Tags and non-aggregating groups have no lm-eval number: use the macro mean.
-            if how == "macro" or not _lm_eval_aggregates(node):
+            macro = how == "macro" or not _lm_eval_aggregates(node)
+            by_size = not macro and (node.kind == "task" or _weights_by_size(node, metric))
+            parts = _composition(node, metric, part.num_fewshot, values, shots_of, by_size)
+            if macro:
                 value, stderr, count = _macro(node, metric, part.num_fewshot, values)
                 add(
                     Score(
@@ -371,6 +410,8 @@ def _headlines(
             else:
                 value, stderr = values.get((node.name, part.num_fewshot), {}).get(metric, (None, None))[:2]
             summary.setdefault(key, value)
+            if value is not None:
+                result.summary_parts.setdefault(key, parts)
             result.summary_stderr.setdefault(key, stderr if value is not None else None)
             result.summary_source.setdefault(key, sources[key])
     if suite.total is not None:
@@ -386,6 +427,11 @@ def _total(suite: Suite, result: EvalResult, sources: dict[str, str], add: Any) 
     missing = [k for k in total.of if k not in have]
     mean = sum(have.values()) / len(have) if have else None
     stderr = pooled_stderr([result.summary_stderr.get(k) for k in have])  # independent benchmarks
+    combined: Composition = {}
+    for k in have:
+        for leaf, weight in result.summary_parts.get(k, {}).items():
+            combined[leaf] = combined.get(leaf, 0.0) + weight / len(have)
+    result.summary_parts[total.partial_key if missing else total.key] = combined
     # Substitute data (other splits) is named on the total too: it changes comparability.
     substituted = [k for k in have if "instead of" in sources.get(k, "")]
     note = f"; substitute data for {', '.join(substituted)}" if substituted else ""

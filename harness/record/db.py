@@ -38,7 +38,7 @@ from harness.evaluate.results import EvalResult
 from harness.record.spool import Spool
 from harness.record.versions import harness_commit, library_versions
 
-SCHEMA_VERSION = 3  # 2: suite_scores.stderr / data_source; 3: samples
+SCHEMA_VERSION = 3  # 2: suite_scores.stderr / data_source; 3: samples, summary_parts
 
 # Headline columns in leaderboard order; "average" is the mean of the benchmark ones present.
 SUITE_COLUMNS = (
@@ -71,6 +71,7 @@ CREATE TABLE IF NOT EXISTS trials (
     trial_number INTEGER,
     objective DOUBLE,
     objective_stderr DOUBLE,          -- stderr of a weighted-mean objective (NULL for Pareto)
+    objective_weights VARCHAR,        -- JSON {summary key: weight}, weights summing to 1 (NULL for Pareto)
     reused_from VARCHAR,              -- scores copied from this trial (same recipe hash)
     build_seconds DOUBLE,
     eval_seconds DOUBLE,
@@ -93,6 +94,7 @@ CREATE TABLE IF NOT EXISTS suite_scores (
 -- Files written by schema 1 (no objective_stderr, no stderr / data_source per headline)
 -- gain the columns, NULL.
 ALTER TABLE trials ADD COLUMN IF NOT EXISTS objective_stderr DOUBLE;
+ALTER TABLE trials ADD COLUMN IF NOT EXISTS objective_weights VARCHAR;
 ALTER TABLE suite_scores ADD COLUMN IF NOT EXISTS stderr DOUBLE;
 ALTER TABLE suite_scores ADD COLUMN IF NOT EXISTS data_source VARCHAR;
 CREATE TABLE IF NOT EXISTS align_steps (
@@ -110,8 +112,14 @@ CREATE TABLE IF NOT EXISTS samples (
     trial_id VARCHAR NOT NULL, task VARCHAR NOT NULL, num_fewshot INTEGER, doc_id INTEGER NOT NULL,
     doc_hash VARCHAR, metric VARCHAR NOT NULL, value DOUBLE, split VARCHAR, "partition" VARCHAR
 );
+-- How each headline number is made from the samples: sum(weight * mean(value)) over its rows.
+CREATE TABLE IF NOT EXISTS summary_parts (
+    trial_id VARCHAR NOT NULL, name VARCHAR NOT NULL, task VARCHAR NOT NULL, metric VARCHAR NOT NULL,
+    num_fewshot INTEGER, weight DOUBLE NOT NULL
+);
 """
 
+TRIAL_TABLES = ("trials", "scores", "suite_scores", "trial_params", "align_steps", "samples", "summary_parts")
 SAMPLE_COLUMNS = (
     "trial_id",
     "task",
@@ -143,6 +151,7 @@ class TrialRecord:
     trial_number: int | None = None
     objective: float | None = None
     objective_stderr: float | None = None
+    objective_weights: dict[str, float] | None = None
     reused_from: str | None = None
     build_seconds: float | None = None
     eval_seconds: float | None = None
@@ -343,6 +352,7 @@ class Leaderboard:
         params = row.pop("params")
         align_steps = row.pop("align_steps")
         row["created_at"] = datetime.now(UTC).replace(tzinfo=None).isoformat()
+        row["objective_weights"] = json.dumps(trial.objective_weights) if trial.objective_weights else None
         row["versions"] = json.dumps(library_versions())
         row["task_versions"] = json.dumps(result.task_versions if result else {})
         row["harness_commit"] = harness_commit()
@@ -404,9 +414,15 @@ class Leaderboard:
             [trial.id, x.task, x.num_fewshot, x.doc_id, x.doc_hash, x.metric, x.value, x.split, x.partition]
             for x in (result.samples if result else [])
         ]
+        parts = [
+            [trial.id, name, task, metric, shots, weight]
+            for name, composition in (result.summary_parts.items() if result else [])
+            for (task, metric, shots), weight in composition.items()
+        ]
         return {
             "trial": row,
             "samples": samples,
+            "summary_parts": parts,
             "scores": scores,
             "suite_scores": suite_scores,
             "align_steps": steps,
@@ -419,7 +435,7 @@ class Leaderboard:
         trial_id = row["id"]
         con.execute("BEGIN TRANSACTION")
         try:
-            for table in ("trials", "scores", "suite_scores", "trial_params", "align_steps", "samples"):
+            for table in TRIAL_TABLES:
                 key = "id" if table == "trials" else "trial_id"
                 con.execute(f"DELETE FROM {table} WHERE {key} = ?", [trial_id])
             cols = ", ".join(row)
@@ -432,6 +448,7 @@ class Leaderboard:
                 ("suite_scores", payload["suite_scores"]),
                 ("align_steps", payload["align_steps"]),
                 ("trial_params", payload["params"]),
+                ("summary_parts", payload.get("summary_parts") or []),
             ):
                 if rows:
                     marks = ", ".join("?" * len(rows[0]))
@@ -480,6 +497,11 @@ class Leaderboard:
                FROM suite_scores WHERE trial_id = ?""",
             [trial_id, source_id],
         )
+        con.execute(
+            """INSERT INTO summary_parts SELECT ?, name, task, metric, num_fewshot, weight
+               FROM summary_parts WHERE trial_id = ?""",
+            [trial_id, source_id],
+        )
         con.execute(  # the per-question rows too: a reused trial can be compared like any other
             f"""INSERT INTO samples SELECT ?, {", ".join(SAMPLE_COLUMNS[1:])}
                 FROM samples WHERE trial_id = ?""",
@@ -495,11 +517,15 @@ class Leaderboard:
     # -- reads ------------------------------------------------------------------------
 
     def _select(self, sql: str, args: list[Any]) -> list[dict[str, Any]]:
-        """Rows of a read-only query as dicts ([] when the file does not exist yet)."""
+        """Rows of a read-only query as dicts ([] when the file or the table does not exist
+        yet: a file written by an older schema has no samples until its next write)."""
         if not self.path.exists():
             return []
         with self.connect(read_only=True) as con:
-            cur = con.execute(sql, args)
+            try:
+                cur = con.execute(sql, args)
+            except duckdb.CatalogException:
+                return []
             cols = [d[0] for d in cur.description]
             return [dict(zip(cols, r, strict=True)) for r in cur.fetchall()]
 
@@ -577,6 +603,32 @@ class Leaderboard:
     def scores(self, trial_id: str) -> list[dict[str, Any]]:
         return self._select(
             "SELECT * FROM scores WHERE trial_id = ? ORDER BY aggregate DESC, task, metric", [trial_id]
+        )
+
+    def samples(self, trial_ids: list[str]) -> list[dict[str, Any]]:
+        """Per-question rows of these trials (see the ``samples`` table)."""
+        marks = ", ".join("?" * len(trial_ids))
+        return (
+            self._select(
+                f"SELECT trial_id, task, metric, num_fewshot, doc_id, doc_hash, value FROM samples "
+                f"WHERE trial_id IN ({marks})",
+                list(trial_ids),
+            )
+            if trial_ids
+            else []
+        )
+
+    def summary_parts(self, trial_ids: list[str]) -> list[dict[str, Any]]:
+        """How each headline number of these trials is made from their samples."""
+        marks = ", ".join("?" * len(trial_ids))
+        return (
+            self._select(
+                f"SELECT trial_id, name, task, metric, num_fewshot, weight FROM summary_parts "
+                f"WHERE trial_id IN ({marks})",
+                list(trial_ids),
+            )
+            if trial_ids
+            else []
         )
 
     def find_reference(self, model_ref: str, study: str, suites: str, limit: int | None) -> str | None:

@@ -52,6 +52,7 @@ class ReportData:
     # any other summary key the file holds (e.g. a demo's 0-shot proxy), so no row is all "—".
     columns: list[tuple[str, str, str]] = field(default_factory=lambda: list(SCORE_COLUMNS))
     rank_key: str = "average"  # what rank, ties and the default sort use
+    tie_rule: str = ""  # how "tied with leader" was decided (the legend says it)
     # Leaderboard columns no row was evaluated on (e.g. a demo scored only on a proxy): the
     # HTML table leaves them out; the JSON and CSV keep every column, so their shape is stable.
     empty_columns: list[str] = field(default_factory=list)
@@ -221,7 +222,7 @@ def load_report_data(db: Path) -> ReportData:
                 names=names,
             )
         )
-    _mark_ties(data)
+    _mark_ties(data, board)
     data.empty_columns = [
         key
         for key, _, _ in SCORE_COLUMNS
@@ -331,6 +332,7 @@ def _trial(
         "align_steps": [_step_row(s) for s in steps],
         "tie": None,  # set by _mark_ties: "leader" | "tied" | None
         "tie_note": None,
+        "versus": [],  # this row − the leader and the study's references, paired
     }
 
 
@@ -405,11 +407,21 @@ def _average(
     }
 
 
-def _mark_ties(data: ReportData) -> None:
-    """Rows within the combined stderr of the leader on the ranking metric (average or objective)."""
+ALPHA = 0.05  # significance level of the paired tie rule
+
+
+def _mark_ties(data: ReportData, board: Leaderboard) -> None:
+    """Leader, and rows the leader is not shown to beat on the ranking metric.
+
+    The rule is a paired test on the questions both rows were scored on (see
+    :mod:`harness.compare.stats`), Holm-adjusted over the rows compared with the leader. A row
+    without per-question results (recorded before they were) falls back to overlapping
+    stderrs, and says so. Each row also gets its paired difference to the leader and to its
+    study's reference models (the base and the donors: does the merge beat its parts?).
+    """
+    from harness.compare import TrialData, holm
+
     key = data.rank_key
-    # A board of plain `harness eval` rows on non-leaderboard tasks has neither an average nor
-    # an objective cell: nothing to rank by, so no leader and no ties.
     ranked = [
         t
         for t in data.trials
@@ -420,8 +432,37 @@ def _mark_ties(data: ReportData) -> None:
     leader = ranked[0]
     data.leader_id = leader["id"]
     leader["tie"] = "leader"
+    references = [t for t in data.trials if t["status"] == "ok" and t["study"] and t["trial_number"] is None]
+    paired = TrialData(board, [t["id"] for t in ranked + references])
+    tests = {}
+    for row in ranked[1:]:
+        comparison = paired.compare(leader["id"], row["id"], key)
+        if comparison.test is not None:
+            tests[row["id"]] = comparison
+    adjusted = dict(zip(tests, holm([c.test.p_value for c in tests.values()]), strict=True))  # type: ignore[union-attr]
+    data.tie_rule = (
+        f"not significantly different from the leader on {key} in a paired test on the questions both "
+        f"were scored on (exact McNemar for one 0/1 task, else a sign-flip randomization test), "
+        f"Holm-adjusted over the {len(tests)} rows compared, α = {ALPHA}"
+        + (
+            "; rows without per-question results: |Δ| within the combined stderr"
+            if len(tests) < len(ranked) - 1
+            else ""
+        )
+    )
     lead = leader["cells"][key]
     for row in ranked[1:]:
+        comparison = tests.get(row["id"])
+        if comparison is not None and comparison.test is not None:
+            t = comparison.test
+            if adjusted[row["id"]] >= ALPHA:
+                row["tie"] = "tied"
+            row["tie_note"] = (
+                f"{key}: leader − this = {t.difference * 100:+.2f} points "
+                f"[{t.ci_low * 100:+.2f}, {t.ci_high * 100:+.2f}], p = {t.p_value:.3g} "
+                f"(Holm {adjusted[row['id']]:.3g}; {t.test}, {t.questions} questions)"
+            )
+            continue
         cell = row["cells"][key]
         if lead["stderr"] is None or cell["stderr"] is None:
             continue  # no stderr: we cannot say it is tied, so we don't mark it
@@ -429,7 +470,43 @@ def _mark_ties(data: ReportData) -> None:
         bound = math.sqrt(lead["stderr"] ** 2 + cell["stderr"] ** 2)
         if gap <= bound:
             row["tie"] = "tied"
-            row["tie_note"] = f"{key} within stderr of the leader: |Δ| = {gap * 100:.2f} ≤ {bound * 100:.2f}"
+            row["tie_note"] = (
+                f"{key} within stderr of the leader (unpaired: no per-question results): "
+                f"|Δ| = {gap * 100:.2f} ≤ {bound * 100:.2f}"
+            )
+    for row in data.trials:
+        if row["status"] != "ok":
+            continue
+        versus = []
+        if row is not leader and row["id"] in tests:  # already tested: leader − row, turned round
+            test = tests[row["id"]].test
+            versus.append(_paired_row(leader, test, adjusted[row["id"]], turned=True))
+        for other in references:
+            if other["study"] == row["study"] and other is not row:
+                comparison = paired.compare(row["id"], other["id"], key)
+                if comparison.test is not None:
+                    versus.append(_paired_row(other, comparison.test))
+        row["versus"] = versus
+
+
+def _paired_row(
+    other: dict[str, Any], test: Any, holm_p: float | None = None, turned: bool = False
+) -> dict[str, Any]:
+    """One paired difference, this row − ``other`` (``turned``: the test was other − this)."""
+    sign = -1.0 if turned else 1.0
+    low, high = sorted((sign * test.ci_low, sign * test.ci_high))
+    return {
+        "id": other["id"],
+        "name": other["name"],
+        "difference": sign * test.difference,
+        "ci_low": low,
+        "ci_high": high,
+        "p_value": test.p_value,
+        "holm_p": holm_p,
+        "test": test.test,
+        "questions": test.questions,
+        "discordant": test.discordant,
+    }
 
 
 def _subjects(scores: list[dict[str, Any]]) -> list[dict[str, Any]]:

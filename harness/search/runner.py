@@ -416,6 +416,7 @@ class SearchRunner:
         if values is not None:
             record.objective = sum(values) / len(values)
             record.objective_stderr = self.space.objective.stderr(errors)
+            record.objective_weights = self.space.objective.weights
         return values
 
     def _grid_exhausted(self) -> bool:

@@ -84,6 +84,14 @@ class ObjectiveSpec(BaseModel):
         weights = self.maximize or {}
         return [sum(summary[k] * w for k, w in weights.items()) / sum(weights.values())]  # type: ignore[operator]
 
+    @property
+    def weights(self) -> dict[str, float] | None:
+        """Summary key -> weight in the objective, summing to 1 (None for a Pareto front)."""
+        if not self.maximize:
+            return None
+        total = sum(self.maximize.values())
+        return {k: w / total for k, w in self.maximize.items()}
+
     def stderr(self, errors: dict[str, float | None]) -> float | None:
         """Stderr of the weighted-mean objective from its keys' stderrs (independent
         benchmarks assumed); None for a Pareto objective or when a key has none."""
