@@ -23,6 +23,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -65,45 +66,44 @@ def composite(tasks: Sequence[TaskDiffs]) -> float:
     return float(sum(t.weight * t.diffs.mean() for t in tasks if t.diffs.size))
 
 
-def sign_flip_p(tasks: Sequence[TaskDiffs], rounds: int = ROUNDS, seed: int = SEED) -> float:
-    """P(|D*| >= |D|) with every question's difference given a random sign (plus-one corrected)."""
-    observed = abs(composite(tasks))
+def _draws(tasks: Sequence[TaskDiffs], rounds: int, seed: int, per_task: Any) -> np.ndarray:
+    """``rounds`` random values of sum_t w_t * per_task(rng, task, block), in bounded blocks."""
     rng = np.random.default_rng(seed)
-    extreme = 0
+    blocks = []
     done = 0
     while done < rounds:
         block = min(CHUNK, rounds - done)
         total = np.zeros(block)
         for t in tasks:
-            if not t.diffs.size:
-                continue
-            signs = rng.choice((-1.0, 1.0), size=(block, t.diffs.size))
-            total += t.weight * (signs @ t.diffs) / t.diffs.size
-        extreme += int(np.sum(np.abs(total) >= observed - 1e-12))
+            if t.diffs.size:
+                total += t.weight * per_task(rng, t, block)
+        blocks.append(total)
         done += block
-    return (1 + extreme) / (1 + rounds)
+    return np.concatenate(blocks)
+
+
+def _flipped_means(rng: np.random.Generator, t: TaskDiffs, block: int) -> np.ndarray:
+    return (rng.choice((-1.0, 1.0), size=(block, t.diffs.size)) @ t.diffs) / t.diffs.size
+
+
+def _resampled_means(rng: np.random.Generator, t: TaskDiffs, block: int) -> np.ndarray:
+    return t.diffs[rng.integers(0, t.diffs.size, size=(block, t.diffs.size))].mean(axis=1)
+
+
+def sign_flip_p(tasks: Sequence[TaskDiffs], rounds: int = ROUNDS, seed: int = SEED) -> float:
+    """P(|D*| >= |D|) with every question's difference given a random sign (plus-one corrected)."""
+    observed = abs(composite(tasks))
+    draws = _draws(tasks, rounds, seed, _flipped_means)
+    return (1 + int(np.sum(np.abs(draws) >= observed - 1e-12))) / (1 + rounds)
 
 
 def bootstrap_ci(
     tasks: Sequence[TaskDiffs], level: float = 0.95, rounds: int = ROUNDS, seed: int = SEED
 ) -> tuple[float, float]:
     """Percentile interval of D with questions resampled within each task."""
-    rng = np.random.default_rng(seed + 1)
-    draws = []
-    done = 0
-    while done < rounds:
-        block = min(CHUNK, rounds - done)
-        total = np.zeros(block)
-        for t in tasks:
-            if not t.diffs.size:
-                continue
-            idx = rng.integers(0, t.diffs.size, size=(block, t.diffs.size))
-            total += t.weight * t.diffs[idx].mean(axis=1)
-        draws.append(total)
-        done += block
-    values = np.concatenate(draws)
+    draws = _draws(tasks, rounds, seed + 1, _resampled_means)
     tail = (1 - level) / 2 * 100
-    low, high = np.percentile(values, [tail, 100 - tail])
+    low, high = np.percentile(draws, [tail, 100 - tail])
     return float(low), float(high)
 
 

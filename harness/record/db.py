@@ -607,29 +607,20 @@ class Leaderboard:
 
     def samples(self, trial_ids: list[str]) -> list[dict[str, Any]]:
         """Per-question rows of these trials (see the ``samples`` table)."""
-        marks = ", ".join("?" * len(trial_ids))
-        return (
-            self._select(
-                f"SELECT trial_id, task, metric, num_fewshot, doc_id, doc_hash, value FROM samples "
-                f"WHERE trial_id IN ({marks})",
-                list(trial_ids),
-            )
-            if trial_ids
-            else []
-        )
+        columns = ("trial_id", "task", "metric", "num_fewshot", "doc_id", "doc_hash", "value")
+        return self._rows_of("samples", columns, trial_ids)
 
     def summary_parts(self, trial_ids: list[str]) -> list[dict[str, Any]]:
         """How each headline number of these trials is made from their samples."""
+        columns = ("trial_id", "name", "task", "metric", "num_fewshot", "weight")
+        return self._rows_of("summary_parts", columns, trial_ids)
+
+    def _rows_of(self, table: str, columns: tuple[str, ...], trial_ids: list[str]) -> list[dict[str, Any]]:
+        if not trial_ids:
+            return []
         marks = ", ".join("?" * len(trial_ids))
-        return (
-            self._select(
-                f"SELECT trial_id, name, task, metric, num_fewshot, weight FROM summary_parts "
-                f"WHERE trial_id IN ({marks})",
-                list(trial_ids),
-            )
-            if trial_ids
-            else []
-        )
+        sql = f"SELECT {', '.join(columns)} FROM {table} WHERE trial_id IN ({marks})"
+        return self._select(sql, list(trial_ids))
 
     def find_reference(self, model_ref: str, study: str, suites: str, limit: int | None) -> str | None:
         """Id of an ok row scoring this model for this study with the same suites and limit."""
