@@ -276,7 +276,7 @@ def leaderboard(
 
         print(pd.DataFrame(rows).to_csv(index=False), end="")
     else:
-        _print_ranking(rows, db, ties=_ties(db))
+        _print_ranking(rows, db, ties=_ties(db) if rows else None)
 
 
 @app.command()
