@@ -498,3 +498,15 @@ def test_make_sampler_rejects_options_of_the_grid(tmp_path, tiny_models):
     )
     with pytest.raises(HarnessError, match="takes no options"):
         make_sampler(load_space(path))
+
+
+def test_a_record_whose_folder_is_gone_is_kept_under_harness_home(tmp_path, isolated_home):
+    """The leaderboard's folder replaced by a file mid-run: neither the file nor the pending folder
+    beside it can be written, so the record goes to $HARNESS_HOME/pending and waits there."""
+    blocked = tmp_path / "results"
+    blocked.write_text("not a folder any more")
+    board = Leaderboard(blocked / "lb.duckdb", warn=lambda m: None)
+    tid = board.record(TrialRecord(name="scored", source="search"), result(0.5, 0.4))
+    assert board.pending() == 1
+    kept = board.spool.pending()[0]
+    assert kept.is_relative_to(isolated_home) and kept.stem == tid

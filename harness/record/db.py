@@ -252,7 +252,12 @@ class Leaderboard:
                 "run `harness eval` or `harness search` first, or pass --db",
             )
         if not read_only:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as err:  # checked at start; gone or replaced since: a fault
+                raise StoreUnavailable(
+                    f"cannot create the folder of {self.path}: {err.strerror or err}"
+                ) from None
         con = self._open(read_only, lock_wait() if wait is None else wait)
         try:
             if not read_only:
