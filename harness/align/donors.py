@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from harness.align.config import AlignConfig
-from harness.assets.fsutil import Reporter, exclusive_lock
+from harness.assets.fsutil import Reporter, exclusive_lock, progress_columns
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -195,25 +195,9 @@ def _step_bar(console: Console | None, name: str) -> Iterator[Callable[[int, int
     if console is None:
         yield None
         return
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
+    from rich.progress import Progress
 
-    columns = (
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("steps"),
-        TimeElapsedColumn(),
-        TextColumn("eta"),
-        TimeRemainingColumn(),
-    )
-    with Progress(*columns, console=console, transient=True) as progress:
+    with Progress(*progress_columns("steps"), console=console, transient=True) as progress:
         bar = progress.add_task(f"demo:{name}", total=None)
 
         def update(step: int, done: int, total: int) -> None:

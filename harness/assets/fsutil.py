@@ -63,17 +63,25 @@ def sweep_stale(final: Path) -> None:
                 debris.unlink(missing_ok=True)
 
 
-def atomic_write_json(path: Path, data: Any) -> None:
-    """Write JSON to a temp file beside ``path`` and rename it over ``path``."""
+def atomic_write_json(path: Path, data: Any, default: Callable[[Any], Any] | None = None) -> None:
+    """Write JSON to a temp file beside ``path``, fsync it and rename it over ``path`` (then
+    fsync the folder): after a crash the file is either the old one or the new one, whole."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}{_TMP_TAG}", dir=path.parent)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(data, fh, indent=2, sort_keys=True)
+            json.dump(data, fh, indent=2, sort_keys=True, default=default)
             fh.write("\n")
+            fh.flush()
+            os.fsync(fh.fileno())
         os.chmod(tmp, _FILE_MODE)  # mkstemp makes it private
         os.replace(tmp, path)
+        folder = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(folder)
+        finally:
+            os.close(folder)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
@@ -115,6 +123,28 @@ class Reporter:
             from rich.text import Text
 
             self.console.print(Text.assemble((f"{self.label} ", "bold cyan"), message), soft_wrap=True)
+
+
+def progress_columns(unit: str | None = None, *extra: Any) -> tuple[Any, ...]:
+    """The harness's progress-bar look: name, bar, done/total [unit], elapsed, ETA, extras."""
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    return (
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        *((TextColumn(unit),) if unit else ()),
+        TimeElapsedColumn(),
+        TextColumn("eta"),
+        TimeRemainingColumn(),
+        *extra,
+    )
 
 
 @contextlib.contextmanager

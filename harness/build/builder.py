@@ -67,8 +67,11 @@ def prepare_out_dir(out_dir: Path, overwrite: bool = False) -> None:
         raise HarnessError(
             f"output folder {out_dir} exists and is not empty", "pass --overwrite or another --out"
         )
-    probe = out_dir if out_dir.exists() else next((p for p in out_dir.parents if p.exists()), Path("/"))
     import os
+
+    from harness.paths import nearest_existing
+
+    probe = nearest_existing(out_dir)
 
     if not os.access(probe, os.W_OK):
         raise HarnessError(f"cannot write to {out_dir} ({probe} is not writable)", "choose a writable --out")

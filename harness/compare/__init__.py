@@ -8,7 +8,6 @@ for the tests and intervals.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -49,11 +48,7 @@ class TrialData:
         for row in board.summary_parts(ids):
             leaf = (row["task"], row["metric"], row["num_fewshot"])
             self.parts[row["trial_id"]].setdefault(row["name"], {})[leaf] = row["weight"]
-        self.objective: dict[str, dict[str, float] | None] = {}
-        for tid in ids:
-            trial = board.trial(tid) or {}
-            text = trial.get("objective_weights")
-            self.objective[tid] = json.loads(text) if text else None
+        self.objective = board.objective_weights(ids)  # one query, not one per row
 
     def has_samples(self, trial_id: str) -> bool:
         return bool(self.values.get(trial_id))

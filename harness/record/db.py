@@ -35,6 +35,7 @@ import duckdb
 
 from harness.errors import HarnessError, StoreUnavailable
 from harness.evaluate.results import EvalResult
+from harness.paths import nearest_existing
 from harness.record.spool import Spool
 from harness.record.versions import harness_commit, library_versions
 
@@ -234,7 +235,7 @@ class Leaderboard:
                 raise HarnessError(f"--db {self.path} is not writable", "pass a writable --db")
             with self.connect():  # opens it read-write: a foreign file or a lasting lock fails here
                 return
-        ancestor = next((p for p in self.path.parents if p.exists()), Path("/"))
+        ancestor = nearest_existing(self.path.parent)
         if not ancestor.is_dir() or not os.access(ancestor, os.W_OK):
             raise HarnessError(
                 f"cannot create {self.path}: {ancestor} is not a writable folder",
@@ -620,11 +621,19 @@ class Leaderboard:
         columns = ("trial_id", "name", "task", "metric", "num_fewshot", "weight")
         return self._rows_of("summary_parts", columns, trial_ids)
 
-    def _rows_of(self, table: str, columns: tuple[str, ...], trial_ids: list[str]) -> list[dict[str, Any]]:
+    def objective_weights(self, trial_ids: list[str]) -> dict[str, dict[str, float] | None]:
+        """Trial id -> its objective's {summary key: weight} (None: Pareto, or not a search trial)."""
+        rows = self._rows_of("trials", ("id", "objective_weights"), trial_ids, key="id")
+        return {r["id"]: json.loads(r["objective_weights"]) if r["objective_weights"] else None for r in rows}
+
+    def _rows_of(
+        self, table: str, columns: tuple[str, ...], trial_ids: list[str], key: str = "trial_id"
+    ) -> list[dict[str, Any]]:
+        """Some columns of one table for these trials, in one query."""
         if not trial_ids:
             return []
         marks = ", ".join("?" * len(trial_ids))
-        sql = f"SELECT {', '.join(columns)} FROM {table} WHERE trial_id IN ({marks})"
+        sql = f"SELECT {', '.join(columns)} FROM {table} WHERE {key} IN ({marks})"
         return self._select(sql, list(trial_ids))
 
     def find_reference(self, model_ref: str, study: str, suites: str, limit: int | None) -> str | None:

@@ -15,11 +15,10 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
+from harness.assets.fsutil import atomic_write_json
 from harness.errors import StoreUnavailable
 from harness.paths import harness_home
 
@@ -38,11 +37,12 @@ class Spool:
 
     def put(self, trial_id: str, payload: dict[str, Any]) -> Path:
         """Keep one record durably; raise StoreUnavailable when no folder takes it."""
-        blob = json.dumps({"format": FORMAT, "trial_id": trial_id, **payload}, default=str)
+        record = {"format": FORMAT, "trial_id": trial_id, **payload}
         problems = []
         for folder in self.folders:
             try:
-                return _durable_write(folder / f"{trial_id}.json", blob)
+                atomic_write_json(folder / f"{trial_id}.json", record, default=str)  # fsync'ed
+                return folder / f"{trial_id}.json"
             except OSError as err:
                 problems.append(f"{folder}: {err.strerror or err}")
         raise StoreUnavailable(
@@ -80,24 +80,3 @@ class Spool:
             path.parent.rmdir()  # only when it is empty: the folder is not left behind
         except OSError:
             pass
-
-
-def _durable_write(path: Path, text: str) -> Path:
-    """Temp file, fsync, rename, fsync the folder: the record survives a crash right after."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-        folder = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(folder)
-        finally:
-            os.close(folder)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path

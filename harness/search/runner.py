@@ -17,16 +17,9 @@ from typing import Any
 
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
+from rich.progress import Progress, TextColumn
 
-from harness.assets.fsutil import Reporter
+from harness.assets.fsutil import Reporter, progress_columns
 from harness.build.loading import check_device
 from harness.errors import HarnessError, StoreUnavailable
 from harness.record import Leaderboard, TrialRecord
@@ -163,7 +156,6 @@ class SearchRunner:
                     "trial (killed?); closed by a later run",
                     study=self.study_name,
                     trial_number=frozen.number,
-                    merge_method=None,
                     suites=self.suites,
                     eval_limit=self.limit,
                     params=dict(frozen.params),
@@ -182,15 +174,7 @@ class SearchRunner:
     def run(self) -> SearchOutcome:
         start = time.perf_counter()
         outcome = SearchOutcome(self.study_name, len(self.finished_trials()), 0, 0, 0, 0.0)
-        columns = (
-            TextColumn("[bold]{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            TextColumn("eta"),
-            TimeRemainingColumn(),
-            TextColumn("{task.fields[best]}"),
-        )
+        columns = progress_columns(None, TextColumn("{task.fields[best]}"))
         self.close_dead_trials()
         if self.board.flush_pending():
             self._warn(
