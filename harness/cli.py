@@ -96,16 +96,14 @@ def build(
     resolved = resolve_recipe(load_recipe(recipe), where=str(recipe))
     choose_route(resolved, route)  # type: ignore[arg-type]
     prepare_out_dir(out, overwrite)
-    suites = _parse_suites(suite) if suite else None
-    if suites:
-        _leaderboard(db).check_writable()
+    scorer = _scorer(_parse_suites(suite), limit, db) if suite else None
     with console.status(f"building {_fmt(resolved.recipe.display_name())}"):
         built = build_model(resolved, out_dir=out, route=route)  # type: ignore[arg-type]
     console.print(
         f"built [bold]{_fmt(built.recipe.display_name())}[/] ({built.num_parameters / 1e6:.1f}M params, "
         f"{built.model.config.num_hidden_layers} layers, {built.route}) in {built.seconds:.1f}s -> {_fmt(out)}"
     )
-    if suites:
+    if scorer is not None:
         from harness.record import TrialRecord
 
         trial = TrialRecord(
@@ -121,7 +119,7 @@ def build(
             align_method=built.recipe.align.method if built.recipe.align else None,
             align_steps=built.align_steps,
         )
-        _score_and_record(built.model, built.tokenizer, trial, suites, limit, db)
+        _score_and_record(scorer, built.model, built.tokenizer, trial)
 
 
 @app.command("eval")
@@ -159,14 +157,14 @@ def eval_(
         raise HarnessError(f"--data-dir {data_dir} is not a folder", "pass the folder holding your datasets")
     suites = _parse_suites(suite)
     check_device(device)
-    _leaderboard(db).check_writable()
+    scorer = _scorer(suites, limit, db, data_dir=data_dir, batch_size=batch_size)
     with console.status(f"loading {escape(model)}"):
         loaded, tokenizer, _ = load_pretrained(model, device=device, dtype=dtype)
     num_parameters, dtype_name = model_facts(loaded)
     trial = TrialRecord(
         name=name or model, source="eval", model_ref=model, num_parameters=num_parameters, dtype=dtype_name
     )
-    _score_and_record(loaded, tokenizer, trial, suites, limit, db, data_dir=data_dir, batch_size=batch_size)
+    _score_and_record(scorer, loaded, tokenizer, trial)
 
 
 @app.command()
@@ -185,6 +183,12 @@ def search(
         bool, typer.Option("--report/--no-report", help="Regenerate the HTML report at the end.")
     ] = True,
     report_out: Annotated[Path, typer.Option(help="Where the HTML report goes.")] = DEFAULT_REPORT,
+    confirm_top: Annotated[
+        int | None,
+        typer.Option(
+            help="Trials confirmed on held-out questions (default: the space's selection.confirm_top)."
+        ),
+    ] = None,
     db: DbOption = DEFAULT_DB,
 ) -> None:
     """Optuna over merge recipes: every trial is built, scored and recorded."""
@@ -201,7 +205,15 @@ def search(
     _stop_on_sigterm()
     runner = SearchRunner(
         loaded,
-        SearchOptions(budget=budget, db=db, study_name=study, storage=storage, limit=limit, device=device),
+        SearchOptions(
+            budget=budget,
+            db=db,
+            study_name=study,
+            storage=storage,
+            limit=limit,
+            device=device,
+            confirm_top=confirm_top,
+        ),
         console=console,
     )
     try:
@@ -364,38 +376,33 @@ def _apply_profile(profile: str, limit: int | None, batch_size: int) -> tuple[in
     return (limit or chosen.get("limit")), chosen.get("batch_size", batch_size)
 
 
-def _score_and_record(
-    model: Any,
-    tokenizer: Any,
-    trial: Any,
-    suites: list[str],
-    limit: int | None,
-    db: Path,
-    *,
-    data_dir: Path | None = None,
-    batch_size: int = 8,
-) -> None:
-    from harness.evaluate import evaluate_model
+def _scorer(
+    suites: list[str], limit: int | None, db: Path, *, data_dir: Path | None = None, batch_size: int = 8
+) -> Any:
+    """The scoring pipeline, checked before any model is loaded or built: suites planned,
+    local data resolved, the leaderboard writable."""
+    from harness.pipeline import Scorer, Scoring
 
     board = _leaderboard(db)
-    trial.suites = ",".join(suites)
-    trial.eval_limit = limit
+    board.check_writable()
+    scoring = Scoring(suites=suites, limit=limit, data_dir=data_dir, batch_size=batch_size)
+    return Scorer(scoring, board, progress=True)
+
+
+def _score_and_record(scorer: Any, model: Any, tokenizer: Any, trial: Any) -> None:
     try:
-        result = evaluate_model(
-            model, tokenizer, suites, limit=limit, data_dir=data_dir, batch_size=batch_size
-        )
+        result = scorer.score_and_record(model, tokenizer, trial)
     except HarnessError:
         raise
-    except Exception as err:  # a run-time failure is recorded, never lost
-        trial.status, trial.error = "failed", f"{type(err).__name__}: {err}"
-        board.record(trial)
+    except Exception:  # recorded as failed by the scorer: say where, exit 1
         console.print(
-            f"[red]evaluation failed[/]: {escape(f'{trial.error} (recorded as {trial.id} in {db})')}"
+            f"[red]evaluation failed[/]: {escape(f'{trial.error} (recorded as {trial.id} in {scorer.board.path})')}"
         )
         raise typer.Exit(code=1) from None
-    board.record(trial, result)
     _print_summary(result.summary)
-    console.print(f"recorded [bold]{trial.id}[/] in {escape(str(db))} ({result.seconds:.0f}s of evaluation)")
+    console.print(
+        f"recorded [bold]{trial.id}[/] in {escape(str(scorer.board.path))} ({result.seconds:.0f}s of evaluation)"
+    )
 
 
 def _fmt(value: Any, digits: int = 4) -> str:
@@ -446,6 +453,8 @@ def _print_ranking(rows: list[dict[str, Any]], db: Path, ties: dict[str, str] | 
         "merge_method",
         "align_method",
         "objective",
+        "heldout_objective",
+        "fidelity",
         "reused_from",
         "num_parameters",
         "eval_limit",
@@ -454,8 +463,11 @@ def _print_ranking(rows: list[dict[str, Any]], db: Path, ties: dict[str, str] | 
     }
     scored = [c for c in rows[0] if c not in fixed]
     present = [c for c in scored if any(r.get(c) is not None for r in rows)]
+    # The search objective (what Optuna saw) beside the held-out one (what ranks), when a study has both.
     if any(r.get("objective") is not None for r in rows):
         present.insert(0, "objective")
+    if any(r.get("heldout_objective") is not None for r in rows):
+        present.insert(0, "heldout_objective")
     if any(r.get("average") is not None for r in rows):  # benchmark average, when any row has one
         present.insert(0, "average")
     table = Table(title=f"leaderboard ({_fmt(db)})")
@@ -469,6 +481,8 @@ def _print_ranking(rows: list[dict[str, Any]], db: Path, ties: dict[str, str] | 
         status = (
             row["status"] if row["status"] == "ok" else f"{row['status']}: {(row.get('error') or '')[:40]}"
         )
+        if row["status"] == "pruned":
+            status = f"pruned at {row.get('fidelity')}/{row.get('eval_limit')} questions per task"
         table.add_row(
             str(rank),
             _fmt(row["id"]),
@@ -491,14 +505,23 @@ def _print_search_summary(runner: Any, outcome: Any, db: Path) -> None:
     out = Console()
     out.print(
         f"study [bold]{_fmt(outcome.study_name)}[/]: {outcome.finished} finished trials "
-        f"({outcome.ran} scored, {outcome.reused} reused, {outcome.failed} failed this run) "
-        f"in {outcome.seconds / 60:.1f} min"
+        f"({outcome.ran} scored, {outcome.pruned} pruned, {outcome.reused} reused, {outcome.failed} failed "
+        f"this run; {outcome.confirmed} confirmed on held-out questions) in {outcome.seconds / 60:.1f} min, "
+        f"{outcome.questions} question-evaluations"
     )
     for ref in outcome.references:
-        out.print(f"reference {_fmt(ref.name)}: objective {_fmt(ref.objective)} (scored this run)")
-    best = next((r for r in outcome.best if r["trial_number"] is not None), None)
+        out.print(
+            f"reference {_fmt(ref.name)}: objective {_fmt(ref.objective)} on search questions, "
+            f"{_fmt(ref.heldout_objective)} held out (scored this run)"
+        )
+    best = next((r for r in outcome.best if r["trial_number"] is not None and r["status"] == "ok"), None)
     if best:
-        out.print(f"best trial: {_fmt(best['name'])} objective {_fmt(best['objective'])}")
+        out.print(
+            f"best trial: {_fmt(best['name'])} objective {_fmt(best['heldout_objective'])} on held-out "
+            f"questions ({_fmt(best['objective'])} on the search questions it was selected on)"
+            if best["heldout_objective"] is not None
+            else f"best trial: {_fmt(best['name'])} objective {_fmt(best['objective'])}"
+        )
         recipe = runner.board.recipe_yaml(best["id"])
         if recipe:
             out.print(recipe, markup=False, highlight=False)

@@ -121,9 +121,11 @@ def test_a_trial_recorded_just_before_its_worker_died_keeps_its_score(tmp_path, 
     orphan = runner.study.ask()
     orphan.set_user_attr("worker", {"host": socket.gethostname(), "pid": dead_pid(), "start": "1"})
     orphan.set_user_attr("leaderboard_id", "recorded0001")
+    scored = result(0.625, 0.4)
+    scored.partition = "search"  # a trial's objective is measured on the study's search questions
     runner.board.record(
         TrialRecord(name="faults#0", source="search", study="faults", trial_number=0, id="recorded0001"),
-        result(0.625, 0.4),
+        scored,
     )
     assert runner.close_dead_trials() == 1
     assert runner.study.get_trials()[0].state == TrialState.COMPLETE

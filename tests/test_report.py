@@ -346,11 +346,12 @@ def test_schema_1_files_gain_the_new_columns(tmp_path):
         con.execute("ALTER TABLE trials DROP COLUMN objective_stderr")
         con.execute("ALTER TABLE suite_scores DROP COLUMN stderr")
         con.execute("ALTER TABLE suite_scores DROP COLUMN data_source")
+        con.execute('ALTER TABLE suite_scores DROP COLUMN "partition"')
         con.execute("INSERT INTO suite_scores VALUES ('old', 'h4', 0.5)")
     board = Leaderboard(db)
     board.record(TrialRecord(name="new", source="eval", objective=0.4, objective_stderr=0.1))
     with duckdb.connect(str(db), read_only=True) as con:
         cols = [r[0] for r in con.execute("DESCRIBE suite_scores").fetchall()]
         objective_se = con.execute("SELECT objective_stderr FROM trials WHERE name = 'new'").fetchone()[0]
-    assert cols == ["trial_id", "name", "value", "stderr", "data_source"] and objective_se == 0.1
+    assert cols == ["trial_id", "name", "value", "stderr", "data_source", "partition"] and objective_se == 0.1
     assert board.suite_summary("old") == {"h4": 0.5} and board.suite_summary("old", "stderr") == {"h4": None}

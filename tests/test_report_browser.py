@@ -278,7 +278,8 @@ def test_a_single_evaluation_shows_chart_notes_instead_of_charts(driver, tmp_pat
     assert load(driver, files.html) == []
     assert driver.find_elements("css selector", "div.chart") == []
     notes = [e.text for e in driver.find_elements("css selector", "p.chart-note")]
-    assert any("not enough trials" in n for n in notes) and len(notes) == 4
+    assert any("not enough trials" in n for n in notes) and len(notes) == 5
+    assert any("no trial has both a search and a held-out objective" in n for n in notes)
     assert driver.find_element("css selector", "#leaderboard .trial-name").text == "only-model"
 
 

@@ -70,6 +70,7 @@ def write_space(tmp_path: Path, tiny_models, data: Path, **overrides) -> Path:
         "data_dir": str(data),
         "objective": {"maximize": {"arc_challenge": 1.0}},
         "sampler": {"name": "tpe", "seed": 3},
+        "selection": {"heldout_limit": 4},
     }
     space.update(overrides)
     path = tmp_path / "space.yaml"
@@ -103,9 +104,13 @@ def test_three_trials_then_resume_to_five(tmp_path, tiny_models, data):
     params = db_rows(tmp_path, "SELECT count(DISTINCT trial_id), count(*) FROM trial_params")
     assert params[0][0] == 3 and params[0][1] >= 3 * 2
     scores = db_rows(
-        tmp_path, "SELECT count(*) FROM scores WHERE task = 'arc_challenge' AND metric = 'acc_norm'"
+        tmp_path,
+        "SELECT partition, count(*) FROM scores WHERE task = 'arc_challenge' AND metric = 'acc_norm' "
+        "GROUP BY ALL ORDER BY 1",
     )
-    assert scores[0][0] == 3
+    # Every trial on the search questions; all three are in the top 5 when they finish, so
+    # each is confirmed on the held-out questions too.
+    assert scores == [("heldout", 3), ("search", 3)]
     # Objective in DuckDB equals what Optuna was told.
     by_number = {t.number: t.value for t in complete}
     for _, _, objective, _, number in rows:
@@ -114,7 +119,7 @@ def test_three_trials_then_resume_to_five(tmp_path, tiny_models, data):
     errors = db_rows(
         tmp_path,
         "SELECT t.objective_stderr, s.stderr FROM trials t JOIN suite_scores s ON s.trial_id = t.id "
-        "WHERE s.name = 'arc_challenge'",
+        "WHERE s.name = 'arc_challenge' AND s.partition = 'search'",
     )
     assert len(errors) == 3 and all(a is not None and a == pytest.approx(b) for a, b in errors)
 

@@ -15,7 +15,7 @@ import numpy as np
 
 from harness.compare.stats import PairedTest, TaskDiffs, holm, paired_test
 from harness.errors import HarnessError
-from harness.evaluate.results import Composition
+from harness.evaluate.results import Composition, mix_compositions
 from harness.record import AVERAGED, Leaderboard
 
 Leaf = tuple[str, str, int | None]
@@ -59,11 +59,11 @@ class TrialData:
         if key in parts:
             return parts[key]
         if key == "average":  # the leaderboard's: mean of the benchmarks that have data
-            return _mix({k: 1.0 for k in AVERAGED if k in parts}, parts)
+            return mix_compositions({k: 1.0 for k in AVERAGED if k in parts}, parts)
         if key == "objective" and self.objective.get(trial_id):
             weights = self.objective[trial_id] or {}
             if all(k in parts for k in weights):
-                return _mix(weights, parts)
+                return mix_compositions(weights, parts)
         return None
 
     def compare(self, a: str, b: str, key: str, composition: Composition | None = None) -> Comparison:
@@ -90,17 +90,6 @@ class TrialData:
         if missing:
             return Comparison(key, None, None, None, f"no common questions for {', '.join(missing[:3])}")
         return Comparison(key, value_a, value_b, paired_test(tasks))
-
-
-def _mix(weights: dict[str, float], parts: dict[str, Composition]) -> Composition | None:
-    if not weights:
-        return None
-    total = sum(weights.values())
-    out: Composition = {}
-    for key, weight in weights.items():
-        for leaf, w in parts[key].items():
-            out[leaf] = out.get(leaf, 0.0) + w * weight / total
-    return out
 
 
 def compare_trials(board: Leaderboard, a: str, b: str, keys: list[str] | None = None) -> list[Comparison]:

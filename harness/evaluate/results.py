@@ -70,6 +70,21 @@ class EvalResult:
     samples: list[Sample] = field(default_factory=list)
     # How each summary key with data is made from the samples (see Composition).
     summary_parts: dict[str, Composition] = field(default_factory=dict)
+    # Which questions: "all" (the split, or its first ``limit``), or a study's "search" /
+    # "heldout" part (harness.evaluate.questions).
+    partition: str = "all"
+
+
+def mix_compositions(weights: dict[str, float], parts: dict[str, Composition]) -> Composition | None:
+    """The composition of a weighted mean of headline numbers (an objective, an average)."""
+    if not weights:
+        return None
+    total = sum(weights.values())
+    out: Composition = {}
+    for key, weight in weights.items():
+        for leaf, w in parts[key].items():
+            out[leaf] = out.get(leaf, 0.0) + w * weight / total
+    return out
 
 
 def pooled_stderr(errors: Sequence[float | None]) -> float | None:

@@ -10,15 +10,17 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from harness.errors import HarnessError
 from harness.evaluate.datasources import data_roots
+from harness.evaluate.questions import Partition, Questions
 from harness.evaluate.results import Composition, EvalResult, Sample, Score, pooled_stderr
-from harness.evaluate.suites import Suite, resolve_suites
+from harness.evaluate.suites import Suite, SuiteRef, resolve_suites
 from harness.evaluate.tasks import EvalPlan, Node, Target, build_plan, run_task_manager
 
 _NON_METRIC_KEYS = {"alias", "name", "sample_len", "sample_count"}
 
 
-def plan_evaluation(suites: Sequence[str], *, data_dir: Path | None = None) -> EvalPlan:
+def plan_evaluation(suites: Sequence[SuiteRef], *, data_dir: Path | None = None) -> EvalPlan:
     """Validate suites and resolve every task's data; writes the generated YAML folder.
 
     Cheap (no model): bad suite names and bad local data fail here, before any heavy work.
@@ -29,25 +31,36 @@ def plan_evaluation(suites: Sequence[str], *, data_dir: Path | None = None) -> E
 def evaluate_model(
     model: Any,
     tokenizer: Any,
-    suites: Sequence[str],
+    suites: Sequence[SuiteRef],
     *,
     limit: int | None = None,
     data_dir: Path | None = None,
     batch_size: int = 8,
     progress: bool = True,
     device: str | None = None,
+    questions: Questions | None = None,
+    partition: Partition = "all",
+    cache: Path | None = None,
+    plan: EvalPlan | None = None,
 ) -> EvalResult:
     """Score a loaded ``PreTrainedModel`` on suites with lm-eval (one HFLM, no reloads).
 
-    ``limit`` caps documents per lm-eval task (quick runs). Tasks without data anywhere
-    yield rows with value None and a ``data_source`` saying why; the rest still runs.
-    ``device`` moves the model there first (lm-eval uses the model's own device).
+    ``limit`` caps documents per lm-eval task (quick runs: the first N, as lm-eval's
+    ``--limit``). ``questions`` instead names the doc ids of every leaf task to score
+    (lm-eval's ``samples=``; see :mod:`harness.evaluate.questions`), and ``partition`` labels
+    them. ``cache`` is a file prefix for lm-eval's request cache: a later call with a superset
+    of the questions (the next rung) computes only the new ones and gets lm-eval's own numbers
+    for the whole set. Tasks without data anywhere yield rows with value None and a
+    ``data_source`` saying why; the rest still runs. ``device`` moves the model there first
+    (lm-eval uses the model's own device).
     """
     import lm_eval
     from lm_eval.models.huggingface import HFLM
 
     started = time.perf_counter()
-    plan = plan_evaluation(suites, data_dir=data_dir)
+    if questions is not None and limit is not None:
+        raise ValueError("give limit or questions, not both")
+    plan = plan if plan is not None else plan_evaluation(suites, data_dir=data_dir)
     if plan.runs:
         task_manager = run_task_manager(str(plan.include_dir) if plan.include_dir else None)
     if device is not None:
@@ -60,11 +73,18 @@ def evaluate_model(
                 model.eval()
                 lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size)
             for run in plan.runs:
+                chosen = None
+                if questions is not None:
+                    chosen = _run_questions(plan, run.tasks, questions)
+                    if not chosen:
+                        continue
                 out = lm_eval.simple_evaluate(
                     model=lm,
                     tasks=list(run.tasks),
                     num_fewshot=run.num_fewshot,
                     limit=limit,
+                    samples=chosen,
+                    use_cache=str(cache) if cache is not None else None,
                     task_manager=task_manager,
                     log_samples=True,  # per-question results: the samples table
                 )
@@ -73,10 +93,27 @@ def evaluate_model(
     finally:
         if was_training:
             model.train()
-    result = collect(plan, results)
+    result = collect(plan, results, partition=partition)
     result.limit = limit
     result.seconds = time.perf_counter() - started
     return result
+
+
+def _run_questions(plan: EvalPlan, tasks: Sequence[str], questions: Questions) -> dict[str, list[int]]:
+    """lm-eval's ``samples=`` for one run: every leaf of its tasks must have questions (a leaf
+    left out would be scored in full), or the run is skipped when none has any."""
+    from harness.evaluate.lm_eval_compat import samples_argument
+
+    leaves = plan.leaves(tasks)
+    missing = [leaf for leaf in leaves if not questions.get(leaf)]
+    if len(missing) == len(leaves):
+        return {}
+    if missing:
+        raise HarnessError(
+            f"no questions chosen for {', '.join(missing[:5])} beside others of its group",
+            "the task has too few documents for this split; score it without a split (harness eval)",
+        )
+    return samples_argument({leaf: questions[leaf] for leaf in leaves})
 
 
 def _silenced(bar: Any) -> Any:
@@ -159,7 +196,9 @@ def _per_question(value: Any) -> float | None:
     return None if math.isnan(number) else number
 
 
-def collect_samples(outputs: list[tuple[int | None, dict[str, Any]]], nodes: dict[str, Node]) -> list[Sample]:
+def collect_samples(
+    outputs: list[tuple[int | None, dict[str, Any]]], nodes: dict[str, Node], partition: Partition = "all"
+) -> list[Sample]:
     """lm-eval's logged samples -> one Sample per (task, document, numeric metric)."""
     rows: list[Sample] = []
     for run_shots, out in outputs:
@@ -183,6 +222,7 @@ def collect_samples(outputs: list[tuple[int | None, dict[str, Any]]], nodes: dic
                             metric=metric if filt == "none" else f"{metric},{filt}",
                             value=value,
                             split=split,
+                            partition=partition,
                         )
                     )
     return rows
@@ -222,7 +262,9 @@ def describe(node: Node) -> str:
     return text
 
 
-def collect(plan: EvalPlan, outputs: list[tuple[int | None, dict[str, Any]]]) -> EvalResult:
+def collect(
+    plan: EvalPlan, outputs: list[tuple[int | None, dict[str, Any]]], partition: Partition = "all"
+) -> EvalResult:
     """lm-eval outputs + plan -> Score rows (no-data rows included) and headline summary."""
     nodes = _node_index(plan)
     suite_of_name: dict[tuple[str, int | None], str] = {}
@@ -307,7 +349,8 @@ def collect(plan: EvalPlan, outputs: list[tuple[int | None, dict[str, Any]]]) ->
 
     for suite in plan.suites:
         _headlines(plan, suite, values, shots_of, result, add)
-    result.samples = collect_samples(outputs, nodes)
+    result.samples = collect_samples(outputs, nodes, partition)
+    result.partition = partition
     return result
 
 

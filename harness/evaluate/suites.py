@@ -1,8 +1,10 @@
 """Suites: named sets of lm-eval tasks with their few-shot settings and headline numbers.
 
-A suite is data (:class:`Suite`), registered in :data:`SUITES`; nothing downstream
-branches on suite names. Any lm-eval task, group or tag name is also accepted as a suite of
-its own (its YAML defaults, headline = its first metric).
+A suite is data (:class:`Suite`). The built-in ones are :data:`SUITES` (never changed at run
+time); a search space passes its own :class:`Suite` objects wherever a suite name goes
+(:data:`SuiteRef`). Nothing downstream branches on suite names. Any lm-eval task, group or
+tag name is also accepted as a suite of its own (its YAML defaults, headline = its first
+metric).
 
 * ``h4``: ARC-Challenge 25-shot acc_norm, HellaSwag 10-shot acc_norm, MMLU 5-shot acc,
   TruthfulQA ``truthfulqa_mc2`` 0-shot acc; ``h4`` = their mean, with MMLU as the macro mean
@@ -108,13 +110,24 @@ def _known_lm_eval_names() -> set[str]:
     return set(default_task_index())
 
 
-def suite_for(name: str) -> Suite:
-    """The registered suite, or a one-task suite for an lm-eval task/group/tag name."""
+# A suite by name (built-in, or an lm-eval task/group/tag), or one defined as data (a space's).
+SuiteRef = str | Suite
+
+
+def suite_for(name: SuiteRef) -> Suite:
+    """The suite itself, a built-in one, or a one-task suite for an lm-eval task/group/tag name."""
+    if isinstance(name, Suite):
+        return name
     if name in SUITES:
         return SUITES[name]
     if name not in _known_lm_eval_names():
         raise _unknown(name)
     return Suite(name=name, description=f"lm-eval task {name}", parts=(Part(name),))
+
+
+def known_name(name: str) -> bool:
+    """Whether lm-eval knows this task, group or tag name."""
+    return name in _known_lm_eval_names()
 
 
 def check_task(name: str, where: str) -> None:
@@ -147,10 +160,23 @@ def parse_suites(text: str | Iterable[str]) -> list[str]:
     return names
 
 
-def resolve_suites(names: Sequence[str]) -> list[Suite]:
-    return [suite_for(n) for n in parse_suites(names)]
+def resolve_suites(refs: Sequence[SuiteRef]) -> list[Suite]:
+    """Suites for names and suite objects alike (names validated, repeats dropped)."""
+    chosen: dict[str, Suite] = {}
+    for ref in refs:
+        if isinstance(ref, str) and not ref.strip():
+            continue
+        suite = suite_for(ref.strip() if isinstance(ref, str) else ref)
+        chosen.setdefault(suite.name, suite)
+    if not chosen:
+        raise HarnessError("no suite given", f"name at least one of {', '.join(SUITES)}")
+    return list(chosen.values())
 
 
-def summary_keys(names: Sequence[str]) -> set[str]:
+def suite_names(refs: Sequence[SuiteRef]) -> list[str]:
+    return [r if isinstance(r, str) else r.name for r in refs]
+
+
+def summary_keys(names: Sequence[SuiteRef]) -> set[str]:
     """Every summary key the suites can produce (``h4_partial`` included)."""
     return {k for s in resolve_suites(names) for k in s.summary_keys()}

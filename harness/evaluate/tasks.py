@@ -337,6 +337,19 @@ class EvalPlan:
     def part_target(self, part: Part) -> Target:
         return self.targets[(part.task, part.num_fewshot)]
 
+    def leaves(self, names: Sequence[str] | None = None) -> list[str]:
+        """Leaf lm-eval tasks with data, of every run (or of these run names), in plan order."""
+        wanted = None if names is None else set(names)
+        seen: dict[str, None] = {}
+        for target in self.targets.values():
+            for node in target.node.walk():
+                if wanted is not None and node.name not in wanted:
+                    continue
+                for leaf in node.leaves():
+                    if leaf.has_data:
+                        seen.setdefault(leaf.name)
+        return list(seen)
+
     def lm_eval_cli_args(self, run: Run, *, limit: int | None = None, batch_size: int = 8) -> list[str]:
         """Arguments after ``python -m lm_eval --model hf --model_args pretrained=<dir>``."""
         args = ["--tasks", ",".join(run.tasks), "--batch_size", str(batch_size)]

@@ -39,7 +39,13 @@ from harness.paths import nearest_existing
 from harness.record.spool import Spool
 from harness.record.versions import harness_commit, library_versions
 
-SCHEMA_VERSION = 3  # 2: suite_scores.stderr / data_source; 3: samples, summary_parts
+SCHEMA_VERSION = 4  # 2: suite_scores.stderr / data_source; 3: samples, summary_parts; 4: partitions
+
+# Which questions a row's numbers were measured on (harness.evaluate.questions): a study's
+# "search" part (what its objective saw) and "heldout" part, or "all" (a plain eval: the split,
+# or its first --limit). The leaderboard's columns and paired tests use the board partitions
+# only: a number the search optimised on is never ranked.
+BOARD_PARTITIONS = ("heldout", "all")
 
 # Headline columns in leaderboard order; "average" is the mean of the benchmark ones present.
 SUITE_COLUMNS = (
@@ -73,6 +79,10 @@ CREATE TABLE IF NOT EXISTS trials (
     objective DOUBLE,
     objective_stderr DOUBLE,          -- stderr of a weighted-mean objective (NULL for Pareto)
     objective_weights VARCHAR,        -- JSON {summary key: weight}, weights summing to 1 (NULL for Pareto)
+    heldout_objective DOUBLE,         -- the objective on the held-out questions (confirmed trials)
+    heldout_objective_stderr DOUBLE,
+    fidelity INTEGER,                 -- search questions per task the trial reached (pruned: fewer)
+    split_rule VARCHAR,               -- how the study divided search and held-out questions
     reused_from VARCHAR,              -- scores copied from this trial (same recipe hash)
     build_seconds DOUBLE,
     eval_seconds DOUBLE,
@@ -98,6 +108,12 @@ ALTER TABLE trials ADD COLUMN IF NOT EXISTS objective_stderr DOUBLE;
 ALTER TABLE trials ADD COLUMN IF NOT EXISTS objective_weights VARCHAR;
 ALTER TABLE suite_scores ADD COLUMN IF NOT EXISTS stderr DOUBLE;
 ALTER TABLE suite_scores ADD COLUMN IF NOT EXISTS data_source VARCHAR;
+ALTER TABLE trials ADD COLUMN IF NOT EXISTS heldout_objective DOUBLE;
+ALTER TABLE trials ADD COLUMN IF NOT EXISTS heldout_objective_stderr DOUBLE;
+ALTER TABLE trials ADD COLUMN IF NOT EXISTS fidelity INTEGER;
+ALTER TABLE trials ADD COLUMN IF NOT EXISTS split_rule VARCHAR;
+ALTER TABLE scores ADD COLUMN IF NOT EXISTS "partition" VARCHAR DEFAULT 'all';
+ALTER TABLE suite_scores ADD COLUMN IF NOT EXISTS "partition" VARCHAR DEFAULT 'all';
 CREATE TABLE IF NOT EXISTS align_steps (
     trial_id VARCHAR NOT NULL, step INTEGER NOT NULL, method VARCHAR, chunk VARCHAR,
     examples INTEGER, train_steps INTEGER, seconds DOUBLE, lora BOOLEAN,
@@ -118,9 +134,11 @@ CREATE TABLE IF NOT EXISTS summary_parts (
     trial_id VARCHAR NOT NULL, name VARCHAR NOT NULL, task VARCHAR NOT NULL, metric VARCHAR NOT NULL,
     num_fewshot INTEGER, weight DOUBLE NOT NULL
 );
+ALTER TABLE summary_parts ADD COLUMN IF NOT EXISTS "partition" VARCHAR DEFAULT 'all';
 """
 
 TRIAL_TABLES = ("trials", "scores", "suite_scores", "trial_params", "align_steps", "samples", "summary_parts")
+SCORE_TABLES = ("scores", "suite_scores", "samples", "summary_parts")  # rows per partition
 SAMPLE_COLUMNS = (
     "trial_id",
     "task",
@@ -153,6 +171,10 @@ class TrialRecord:
     objective: float | None = None
     objective_stderr: float | None = None
     objective_weights: dict[str, float] | None = None
+    heldout_objective: float | None = None
+    heldout_objective_stderr: float | None = None
+    fidelity: int | None = None
+    split_rule: str | None = None
     reused_from: str | None = None
     build_seconds: float | None = None
     eval_seconds: float | None = None
@@ -350,7 +372,12 @@ class Leaderboard:
             self.spool.done(path)
 
     def _payload(self, trial: TrialRecord, result: EvalResult | None) -> dict[str, Any]:
-        """Every row this record writes, as JSON-ready lists (the spool keeps exactly this)."""
+        """Every row this record writes, as JSON-ready lists (the spool keeps exactly this).
+
+        A record with a result replaces the trial's rows of that result's partition only, so a
+        held-out confirmation adds to the search scores; one without keeps the scores it has.
+        """
+        partition = result.partition if result is not None else None
         if result is not None:
             trial.eval_seconds = trial.eval_seconds if trial.eval_seconds is not None else result.seconds
             trial.eval_limit = trial.eval_limit if trial.eval_limit is not None else result.limit
@@ -375,12 +402,13 @@ class Leaderboard:
                     s.data_source,
                     s.suite,
                     s.aggregate,
+                    partition,
                 ]
             )
             for s in (result.scores if result else [])
         ]
         suite_scores = [
-            _row([trial.id, k, v, result.summary_stderr.get(k), result.summary_source.get(k)])
+            _row([trial.id, k, v, result.summary_stderr.get(k), result.summary_source.get(k), partition])
             for k, v in (result.summary.items() if result else [])
         ]
         steps = [
@@ -421,7 +449,7 @@ class Leaderboard:
             for x in (result.samples if result else [])
         ]
         parts = [
-            [trial.id, name, task, metric, shots, weight]
+            [trial.id, name, task, metric, shots, weight, partition]
             for name, composition in (result.summary_parts.items() if result else [])
             for (task, metric, shots), weight in composition.items()
         ]
@@ -434,14 +462,27 @@ class Leaderboard:
             "align_steps": steps,
             "params": param_rows,
             "copy_scores_from": trial.reused_from if result is None else None,
+            "partition": partition,
         }
 
     def _write(self, con: duckdb.DuckDBPyConnection, payload: dict[str, Any]) -> None:
         row = payload["trial"]
         trial_id = row["id"]
+        if "partition" not in payload:  # spooled by schema 3: rows without the partition column
+            for table in ("scores", "suite_scores", "summary_parts"):
+                payload[table] = [[*r, "all"] for r in payload.get(table) or []]
         con.execute("BEGIN TRANSACTION")
         try:
+            partition = payload.get("partition", "all")  # spooled by schema 3: one partition
+            copy = bool(payload.get("copy_scores_from"))
             for table in TRIAL_TABLES:
+                if table in SCORE_TABLES and not copy:
+                    if partition is not None:
+                        con.execute(
+                            f'DELETE FROM {table} WHERE trial_id = ? AND "partition" = ?',
+                            [trial_id, partition],
+                        )
+                    continue
                 key = "id" if table == "trials" else "trial_id"
                 con.execute(f"DELETE FROM {table} WHERE {key} = ?", [trial_id])
             cols = ", ".join(row)
@@ -495,16 +536,16 @@ class Leaderboard:
     def _copy_scores(con: duckdb.DuckDBPyConnection, trial_id: str, source_id: str) -> None:
         con.execute(
             """INSERT INTO scores SELECT ?, task, metric, value, stderr, n_samples, num_fewshot,
-               data_source, suite, aggregate FROM scores WHERE trial_id = ?""",
+               data_source, suite, aggregate, "partition" FROM scores WHERE trial_id = ?""",
             [trial_id, source_id],
         )
         con.execute(
-            """INSERT INTO suite_scores SELECT ?, name, value, stderr, data_source
+            """INSERT INTO suite_scores SELECT ?, name, value, stderr, data_source, "partition"
                FROM suite_scores WHERE trial_id = ?""",
             [trial_id, source_id],
         )
         con.execute(
-            """INSERT INTO summary_parts SELECT ?, name, task, metric, num_fewshot, weight
+            """INSERT INTO summary_parts SELECT ?, name, task, metric, num_fewshot, weight, "partition"
                FROM summary_parts WHERE trial_id = ?""",
             [trial_id, source_id],
         )
@@ -515,7 +556,9 @@ class Leaderboard:
         )
         con.execute(
             """UPDATE trials SET num_parameters = src.num_parameters, dtype = src.dtype,
-               task_versions = src.task_versions, eval_seconds = 0 FROM trials src
+               task_versions = src.task_versions, eval_seconds = 0, fidelity = src.fidelity,
+               heldout_objective = src.heldout_objective,
+               heldout_objective_stderr = src.heldout_objective_stderr FROM trials src
                WHERE trials.id = ? AND src.id = ?""",
             [trial_id, source_id],
         )
@@ -552,14 +595,20 @@ class Leaderboard:
             row = con.execute("SELECT recipe_yaml FROM trials WHERE id = ?", [trial_id]).fetchone()
         return row[0] if row else None
 
-    def suite_summary(self, trial_id: str, column: str = "value") -> dict[str, float | None]:
-        """Summary key -> value (or ``column="stderr"``: its stderr) of one trial."""
+    def suite_summary(
+        self, trial_id: str, column: str = "value", partition: str | None = None
+    ) -> dict[str, float | None]:
+        """Summary key -> value (or ``column="stderr"``: its stderr) of one trial, measured on
+        ``partition`` (default: the board's, held-out or all)."""
         if column not in ("value", "stderr"):
             raise ValueError(column)
+        wanted = [partition] if partition else list(BOARD_PARTITIONS)
+        marks = ", ".join("?" * len(wanted))
         with self.connect(read_only=True) as con:
             return dict(
                 con.execute(
-                    f"SELECT name, {column} FROM suite_scores WHERE trial_id = ?", [trial_id]
+                    f'SELECT name, {column} FROM suite_scores WHERE trial_id = ? AND "partition" IN ({marks})',
+                    [trial_id, *wanted],
                 ).fetchall()
             )
 
@@ -568,21 +617,28 @@ class Leaderboard:
     ) -> list[dict[str, Any]]:
         """Trials with one column per headline score, best first (failed trials last).
 
-        ``sort="auto"`` ranks by the benchmark average when rows have one, else by the
-        search objective (e.g. a demo proxy suite that has no leaderboard benchmark).
+        Headline columns hold board numbers only (held-out or plain eval questions, never the
+        search part a study optimised on). ``sort="auto"`` ranks by the benchmark average when
+        rows have one, else by the held-out objective when rows have one, else by the search
+        objective (e.g. a demo proxy suite that has no leaderboard benchmark). A pruned trial
+        (status ``pruned``) ranks after every scored one, like a failed one.
         """
         if not self.path.exists():
             return []
         with self.connect(read_only=True) as con:
             cur = con.execute(
                 """SELECT id, name, status, error, source, study, trial_number, merge_method, align_method,
-                          objective, reused_from, num_parameters, eval_limit, created_at
+                          objective, heldout_objective, fidelity, reused_from, num_parameters, eval_limit,
+                          created_at
                    FROM trials WHERE ? IS NULL OR study = ? ORDER BY created_at""",
                 [study, study],
             )
             columns = [d[0] for d in cur.description]
             records = [dict(zip(columns, r, strict=True)) for r in cur.fetchall()]
-            scores = con.execute("SELECT trial_id, name, value FROM suite_scores").fetchall()
+            scores = con.execute(
+                'SELECT trial_id, name, value FROM suite_scores WHERE "partition" IN (?, ?)',
+                list(BOARD_PARTITIONS),
+            ).fetchall()
         names = list(SUITE_COLUMNS) + sorted({n for _, n, _ in scores} - set(SUITE_COLUMNS))
         by_trial: dict[str, dict[str, float | None]] = {}
         for trial_id, name, value in scores:
@@ -594,7 +650,10 @@ class Leaderboard:
             rec["average"] = sum(present) / len(present) if present else None
             rec["created_at"] = rec["created_at"].isoformat(timespec="seconds")
         if sort == "auto":
-            sort = "average" if any(r["average"] is not None for r in records) else "objective"
+            sort = next(
+                (k for k in ("average", "heldout_objective") if any(r[k] is not None for r in records)),
+                "objective",
+            )
         if records and sort not in records[0]:
             raise HarnessError(f"cannot sort by {sort!r}", f"use one of: {', '.join(records[0])}")
 
@@ -611,15 +670,19 @@ class Leaderboard:
             "SELECT * FROM scores WHERE trial_id = ? ORDER BY aggregate DESC, task, metric", [trial_id]
         )
 
-    def samples(self, trial_ids: list[str]) -> list[dict[str, Any]]:
-        """Per-question rows of these trials (see the ``samples`` table)."""
+    def samples(
+        self, trial_ids: list[str], partitions: tuple[str, ...] = BOARD_PARTITIONS
+    ) -> list[dict[str, Any]]:
+        """Per-question rows of these trials on these partitions (see the ``samples`` table)."""
         columns = ("trial_id", "task", "metric", "num_fewshot", "doc_id", "doc_hash", "value")
-        return self._rows_of("samples", columns, trial_ids)
+        return self._rows_of("samples", columns, trial_ids, partitions=partitions)
 
-    def summary_parts(self, trial_ids: list[str]) -> list[dict[str, Any]]:
+    def summary_parts(
+        self, trial_ids: list[str], partitions: tuple[str, ...] = BOARD_PARTITIONS
+    ) -> list[dict[str, Any]]:
         """How each headline number of these trials is made from their samples."""
         columns = ("trial_id", "name", "task", "metric", "num_fewshot", "weight")
-        return self._rows_of("summary_parts", columns, trial_ids)
+        return self._rows_of("summary_parts", columns, trial_ids, partitions=partitions)
 
     def objective_weights(self, trial_ids: list[str]) -> dict[str, dict[str, float] | None]:
         """Trial id -> its objective's {summary key: weight} (None: Pareto, or not a search trial)."""
@@ -627,33 +690,48 @@ class Leaderboard:
         return {r["id"]: json.loads(r["objective_weights"]) if r["objective_weights"] else None for r in rows}
 
     def _rows_of(
-        self, table: str, columns: tuple[str, ...], trial_ids: list[str], key: str = "trial_id"
+        self,
+        table: str,
+        columns: tuple[str, ...],
+        trial_ids: list[str],
+        key: str = "trial_id",
+        partitions: tuple[str, ...] | None = None,
     ) -> list[dict[str, Any]]:
-        """Some columns of one table for these trials, in one query."""
+        """Some columns of one table for these trials (on these partitions), in one query."""
         if not trial_ids:
             return []
         marks = ", ".join("?" * len(trial_ids))
         sql = f"SELECT {', '.join(columns)} FROM {table} WHERE {key} IN ({marks})"
-        return self._select(sql, list(trial_ids))
+        args = list(trial_ids)
+        if partitions is not None:
+            sql += f' AND "partition" IN ({", ".join("?" * len(partitions))})'
+            args += list(partitions)
+        return self._select(sql, args)
 
-    def find_reference(self, model_ref: str, study: str, suites: str, limit: int | None) -> str | None:
-        """Id of an ok row scoring this model for this study with the same suites and limit."""
+    def find_reference(
+        self, model_ref: str, study: str, suites: str, limit: int | None, split_rule: str | None = None
+    ) -> str | None:
+        """Id of an ok row scoring this model for this study with the same suites, limit and split."""
         rows = self._select(
             """SELECT id FROM trials WHERE model_ref = ? AND study = ? AND suites = ? AND status = 'ok'
-               AND eval_limit IS NOT DISTINCT FROM ? AND trial_number IS NULL LIMIT 1""",
-            [model_ref, study, suites, limit],
+               AND eval_limit IS NOT DISTINCT FROM ? AND split_rule IS NOT DISTINCT FROM ?
+               AND trial_number IS NULL LIMIT 1""",
+            [model_ref, study, suites, limit, split_rule],
         )
         return rows[0]["id"] if rows else None
 
-    def find_scored(self, recipe_hash: str, suites: str, limit: int | None) -> str | None:
-        """Id of an ok trial with this recipe already scored on the same suites and limit."""
+    def find_scored(
+        self, recipe_hash: str, suites: str, limit: int | None, split_rule: str | None = None
+    ) -> str | None:
+        """Id of an ok trial with this recipe already scored on the same suites, limit and split
+        (in full: a pruned trial's scores cover fewer questions)."""
         if not self.path.exists():
             return None
         with self.connect(read_only=True) as con:
             row = con.execute(
                 """SELECT id FROM trials WHERE recipe_hash = ? AND suites = ? AND status = 'ok'
-                   AND eval_limit IS NOT DISTINCT FROM ? AND reused_from IS NULL
-                   ORDER BY created_at LIMIT 1""",
-                [recipe_hash, suites, limit],
+                   AND eval_limit IS NOT DISTINCT FROM ? AND split_rule IS NOT DISTINCT FROM ?
+                   AND reused_from IS NULL ORDER BY created_at LIMIT 1""",
+                [recipe_hash, suites, limit, split_rule],
             ).fetchone()
         return row[0] if row else None

@@ -139,6 +139,62 @@ def history_chart(trials: list[dict[str, Any]]) -> dict[str, Any]:
     )
 
 
+def heldout_chart(trials: list[dict[str, Any]]) -> dict[str, Any]:
+    """Search objective vs held-out objective per confirmed trial and reference: points below
+    the diagonal scored better on the questions they were selected on (the winner's curse)."""
+    title = "Search vs held-out objective"
+    done = [
+        t
+        for t in trials
+        if t["status"] == "ok" and t.get("objective") is not None and t.get("heldout_objective") is not None
+    ]
+    if not done:
+        return _chart("chart-heldout", title, None, "no trial has both a search and a held-out objective yet")
+    traces = []
+    for label, group, color in (
+        ("trials", [t for t in done if t["trial_number"] is not None], COLORS[0]),
+        ("reference models", [t for t in done if t["trial_number"] is None], "#d62728"),
+    ):
+        if not group:
+            continue
+        traces.append(
+            {
+                "type": "scatter",
+                "mode": "markers",
+                "name": label,
+                "x": [t["objective"] for t in group],
+                "y": [t["heldout_objective"] for t in group],
+                "text": [
+                    _hover(t, f"search {t['objective']:.4f}", f"held out {t['heldout_objective']:.4f}")
+                    for t in group
+                ],
+                "hoverinfo": "text",
+                "marker": {"color": color, "size": 9, "opacity": 0.8},
+            }
+        )
+    values = [v for t in done for v in (t["objective"], t["heldout_objective"])]
+    low, high = min(values), max(values)
+    traces.append(
+        {
+            "type": "scatter",
+            "mode": "lines",
+            "name": "held out = search",
+            "x": [low, high],
+            "y": [low, high],
+            "line": {"color": "#9aa5b1", "dash": "dot"},
+            "hoverinfo": "skip",
+        }
+    )
+    return _chart(
+        "chart-heldout",
+        title,
+        {
+            "data": traces,
+            "layout": _layout("objective on search questions", "objective on held-out questions"),
+        },
+    )
+
+
 def importance_chart(groups: list[dict[str, Any]]) -> dict[str, Any]:
     """Horizontal bars, one trace per (study, method subset) that has importances."""
     title = "Parameter importances (fANOVA, computed at report time)"
@@ -334,6 +390,7 @@ def build_charts(
 ) -> list[dict[str, Any]]:
     return [
         history_chart(trials),
+        heldout_chart(trials),
         importance_chart(groups),
         *parameter_charts(trials, groups),
         pareto_chart(trials, pareto),

@@ -33,7 +33,18 @@ SCORE_COLUMNS: tuple[tuple[str, str, str], ...] = (
     ("mmlu", "MMLU micro", "MMLU 5-shot acc, lm-eval's size-weighted group number"),
     ("kmmlu", "KMMLU", "KMMLU 5-shot acc, macro mean over the subjects"),
 )
-OBJECTIVE_COLUMN = ("objective", "Objective", "The search objective of the trial's study (its space file)")
+OBJECTIVE_COLUMN = (
+    "objective",
+    "Objective (search)",
+    "The study's objective on its search questions: what Optuna saw and selected on (pruned trials: "
+    "at the fidelity they reached). Never ranked when the study has held-out questions.",
+)
+HELDOUT_COLUMN = (
+    "heldout_objective",
+    "Objective (held out)",
+    "The study's objective on its held-out questions, which the search never saw: what the "
+    "leaderboard ranks (confirmed trials and the reference models)",
+)
 TRACKED_VERSIONS = ("lm_eval", "transformers", "torch", "mergekit", "trl", "peft", "optuna")
 SUBJECT_FAMILIES = (("mmlu", "MMLU"), ("kmmlu", "KMMLU"))
 _SUBSTITUTE_MARKS = ("instead of", "(official:", "substitute data")
@@ -179,15 +190,19 @@ def load_report_data(db: Path) -> ReportData:
                 return {}
             return _group(_rows(con, f"SELECT * FROM {name} ORDER BY trial_id, {order}"))
 
-        scores = table("scores", "aggregate DESC, task, metric")
-        suite_scores = table("suite_scores", "name")
+        # The board's numbers (held-out or plain eval questions) fill the columns; a study's
+        # search numbers are only its "search" objective and the overfit check.
+        scores, _ = _by_partition(table("scores", "aggregate DESC, task, metric"))
+        suite_scores, search_scores = _by_partition(table("suite_scores", "name"))
         params = table("trial_params", "name")
         steps = table("align_steps", "step")
     # Same order as `harness leaderboard` (ok first, best average first, or best objective
     # when no row has a leaderboard benchmark), with a stable tie-break (older first, then
     # name) so equal scores (reused rows) never swap places.
     ranking = board.ranking()
-    data.rank_key = "average" if any(r["average"] is not None for r in ranking) else "objective"
+    data.rank_key = next(
+        (k for k in ("average", "heldout_objective") if any(r[k] is not None for r in ranking)), "objective"
+    )
     ranking.sort(
         key=lambda r: (
             r["status"] != "ok",
@@ -205,15 +220,19 @@ def load_report_data(db: Path) -> ReportData:
     for order, row in enumerate(ranking):
         trial = trials[row["id"]]
         status = trial["status"]
-        if status == "ok":
+        ranked = status == "ok" and (
+            data.rank_key != "heldout_objective" or row["heldout_objective"] is not None
+        )
+        if ranked:
             rank += 1
         data.trials.append(
             _trial(
                 trial,
                 order=order,
-                rank=rank if status == "ok" else None,
+                rank=rank if ranked else None,
                 scores=scores.get(trial["id"], []),
                 summary_rows=suite_scores.get(trial["id"], []),
+                search_rows=search_scores.get(trial["id"], []),
                 extra=[key for key, _, _ in data.columns[len(SCORE_COLUMNS) :]],
                 params=params.get(trial["id"], []),
                 steps=steps.get(trial["id"], []),
@@ -229,6 +248,7 @@ def load_report_data(db: Path) -> ReportData:
         if data.trials and all(t["cells"][key]["state"] == "missing" for t in data.trials)
     ]
     data.studies = sorted({t["study"] for t in data.trials if t["study"]})
+    _mark_overfit(data)
     data.merge_methods = sorted({t["merge_method"] for t in data.trials if t["merge_method"]})
     data.align_methods = sorted({t["align_method"] for t in data.trials if t["align_method"]})
     data.reproducibility = _reproducibility(list(trials.values()))
@@ -280,6 +300,7 @@ def _trial(
     index: dict[str, tuple[str, str]],
     totals: dict[str, tuple[str, ...]],
     names: dict[str, str],
+    search_rows: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     summary = {r["name"]: _num(r["value"]) for r in summary_rows}
     by_task: dict[tuple[str, str], dict[str, Any]] = {}
@@ -292,7 +313,10 @@ def _trial(
     cells["average"] = _average(summary, by_task, index, totals)
     stored = {r["name"]: r for r in summary_rows}
     for key in extra:
-        cells[key] = _stored_cell(trial, stored.get(key)) if key != "objective" else _objective_cell(trial)
+        if key in ("objective", "heldout_objective"):
+            cells[key] = _objective_cell(trial, key)
+        else:
+            cells[key] = _stored_cell(trial, stored.get(key))
     reused = trial.get("reused_from")
     return {
         "id": trial["id"],
@@ -308,6 +332,12 @@ def _trial(
         "align_method": trial.get("align_method"),
         "objective": _num(trial.get("objective")),
         "objective_stderr": _num(trial.get("objective_stderr")),
+        "heldout_objective": _num(trial.get("heldout_objective")),
+        "heldout_objective_stderr": _num(trial.get("heldout_objective_stderr")),
+        "fidelity": trial.get("fidelity"),
+        "split_rule": trial.get("split_rule"),
+        "search_summary": {r["name"]: _num(r["value"]) for r in search_rows or []},
+        "overfit": None,  # set by _mark_overfit: the search-minus-held-out gap, when flagged
         "model_ref": trial.get("model_ref"),
         "reused_from": reused,
         "reused_from_name": names.get(reused) if reused else None,
@@ -342,6 +372,9 @@ def _columns(
     """The fixed leaderboard columns, then the objective and other stored summary keys."""
     fixed = {key for key, _, _ in SCORE_COLUMNS} | {"h4_partial"}
     columns = list(SCORE_COLUMNS)
+    trials = list(trials)
+    if any(t.get("heldout_objective") is not None for t in trials):
+        columns.append(HELDOUT_COLUMN)
     if any(t.get("objective") is not None for t in trials):
         columns.append(OBJECTIVE_COLUMN)
     sources: dict[str, str] = {}
@@ -367,17 +400,73 @@ def _stored_cell(trial: dict[str, Any], row: dict[str, Any] | None) -> dict[str,
     return {"state": state, "value": value, "stderr": _num(row.get("stderr")), "source": source}
 
 
-def _objective_cell(trial: dict[str, Any]) -> dict[str, Any]:
-    value = _num(trial.get("objective"))
+def _objective_cell(trial: dict[str, Any], key: str = "objective") -> dict[str, Any]:
+    value = _num(trial.get(key))
     if value is None:
-        return {"state": "missing", "value": None, "stderr": None, "source": "no objective"}
+        source = "not confirmed on held-out questions" if key == "heldout_objective" else "no objective"
+        return {"state": "missing", "value": None, "stderr": None, "source": source}
     study = trial.get("study") or "?"
-    return {
-        "state": "ok",
-        "value": value,
-        "stderr": _num(trial.get("objective_stderr")),
-        "source": f"objective of study {study}",
-    }
+    where = "held-out" if key == "heldout_objective" else "search"
+    source = f"objective of study {study} on its {where} questions"
+    if key == "objective" and trial.get("status") == "pruned":
+        source += f" (pruned at {trial.get('fidelity')} questions per task)"
+    return {"state": "ok", "value": value, "stderr": _num(trial.get(f"{key}_stderr")), "source": source}
+
+
+def _by_partition(
+    grouped: dict[str, list[dict[str, Any]]],
+) -> tuple[dict[str, list[dict[str, Any]]], dict[str, list[dict[str, Any]]]]:
+    """Rows per trial split into the board's partitions and the search one."""
+    board: dict[str, list[dict[str, Any]]] = {}
+    search: dict[str, list[dict[str, Any]]] = {}
+    for trial_id, rows in grouped.items():
+        for row in rows:
+            side = search if row.get("partition") == "search" else board
+            side.setdefault(trial_id, []).append(row)
+    return board, search
+
+
+OVERFIT_Z = 2.0  # how many combined stderrs of excess gap flag a row
+
+
+def _mark_overfit(data: ReportData) -> None:
+    """Flag rows whose search objective beats their held-out one by more than noise allows.
+
+    Search and held-out are different questions, so the parts may differ in difficulty: the
+    expected gap is the study's reference models' mean gap (they were not selected on
+    anything). A row is flagged when its gap exceeds that by more than ``OVERFIT_Z`` combined
+    standard errors (search and held-out are independent samples of questions).
+    """
+    for study in data.studies:
+        rows = [
+            t
+            for t in data.trials
+            if t["study"] == study and t["objective"] is not None and t["heldout_objective"] is not None
+        ]
+        references = [t for t in rows if t["trial_number"] is None]
+        expected = (
+            sum(t["objective"] - t["heldout_objective"] for t in references) / len(references)
+            if references
+            else 0.0
+        )
+        basis = (
+            f"the references' mean gap {expected:+.4f}"
+            if references
+            else "no reference models: expected gap 0"
+        )
+        for t in rows:
+            gap = t["objective"] - t["heldout_objective"]
+            noise = math.sqrt(
+                (t["objective_stderr"] or 0.0) ** 2 + (t["heldout_objective_stderr"] or 0.0) ** 2
+            )
+            flagged = t["trial_number"] is not None and noise > 0 and gap - expected > OVERFIT_Z * noise
+            t["overfit"] = {
+                "gap": gap,
+                "expected": expected,
+                "noise": noise,
+                "flagged": flagged,
+                "note": f"search − held-out = {gap:+.4f} ({basis}; ±{OVERFIT_Z:g} × {noise:.4f} allowed)",
+            }
 
 
 def _average(

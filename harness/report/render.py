@@ -175,15 +175,20 @@ def render_csv(data: ReportData) -> str:
         "align_method",
         "objective",
         "objective_stderr",
+        "heldout_objective",
+        "heldout_objective_stderr",
+        "fidelity",
         "tie_with_leader",
     ]
-    keys = [k for k, _, _ in data.columns if k != "objective"] + ["h4_partial"]
+    per_trial = len(head)
+    keys = [k for k, _, _ in data.columns if k not in ("objective", "heldout_objective")] + ["h4_partial"]
     for key in keys:
         head += [key, f"{key}_stderr", f"{key}_state", f"{key}_source"]
     tail = [
         "num_parameters",
         "dtype",
         "eval_limit",
+        "split_rule",
         "reused_from",
         "created_at",
         "build_seconds",
@@ -195,7 +200,7 @@ def render_csv(data: ReportData) -> str:
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(head + tail)
     for t in data.trials:
-        row = [t[k] if k != "tie_with_leader" else t["tie"] for k in head[:12]]
+        row = [t[k] if k != "tie_with_leader" else t["tie"] for k in head[:per_trial]]
         for key in keys:
             cell = t["cells"][key]
             row += [cell["value"], cell["stderr"], cell["state"], cell["source"]]

@@ -1,10 +1,15 @@
 """The main job: ``harness search`` — sample, build, score, record, repeat.
 
 Each trial: sample a recipe (define-by-run) -> build it in memory against resident
-donors -> score it with lm-eval -> record it in DuckDB -> tell Optuna -> free it.
-A recipe already scored with the same suites and limit is never rebuilt or rescored:
-its scores are reused and the row says so. A failing trial is recorded as failed and
-the study goes on; Ctrl-C marks the running trial interrupted and a rerun resumes.
+donors -> score it with lm-eval on the study's *search* questions, in rungs of growing
+fidelity with Optuna's pruner deciding after each -> record it in DuckDB -> tell Optuna ->
+if it is among the top ``confirm_top`` so far, score it on the *held-out* questions (what the
+leaderboard ranks) while it is still loaded -> free it. The space's reference models get
+both scores before the first trial.
+
+A recipe already scored with the same suites, limit and split is never rebuilt or rescored:
+its scores are reused and the row says so. A failing trial is recorded as failed and the
+study goes on; Ctrl-C marks the running trial interrupted and a rerun resumes.
 """
 
 from __future__ import annotations
@@ -22,9 +27,19 @@ from rich.progress import Progress, TextColumn
 from harness.assets.fsutil import Reporter, progress_columns
 from harness.build.loading import check_device
 from harness.errors import HarnessError, StoreUnavailable
+from harness.evaluate.questions import Partition
+from harness.evaluate.results import Composition, Sample
+from harness.pipeline import Scorer, Scoring, request_cache
 from harness.record import Leaderboard, TrialRecord
 from harness.search.space import SearchSpace
-from harness.search.study import check_storage, check_study_name, make_sampler, open_storage
+from harness.search.study import (
+    check_storage,
+    check_study_name,
+    make_pruner,
+    make_sampler,
+    open_storage,
+    question_values,
+)
 from harness.search.workers import is_alive, is_local, recipe_claim, worker_identity
 
 INTERRUPTED = "interrupted"
@@ -40,6 +55,7 @@ class SearchOptions:
     storage: str | None = None
     limit: int | None = None  # overrides the space's per-task limit
     device: str | None = None
+    confirm_top: int | None = None  # overrides the space's selection.confirm_top
 
 
 @dataclass
@@ -50,6 +66,9 @@ class SearchOutcome:
     reused: int
     failed: int
     seconds: float
+    pruned: int = 0
+    confirmed: int = 0
+    questions: int = 0  # question-evaluations this run spent on trials (references excluded)
     best: list[dict[str, Any]] = field(default_factory=list)
     references: list[TrialRecord] = field(default_factory=list)  # scored by this run
 
@@ -71,19 +90,45 @@ class SearchRunner:
             "the space's name" if options.study_name is None else "--study",
         )
         self.limit = options.limit if options.limit is not None else space.limit
-        self.suites = ",".join(space.suite_names)
+        self.selection = space.selection
+        self.confirm_top = (
+            options.confirm_top if options.confirm_top is not None else self.selection.confirm_top
+        )
+        if self.confirm_top < 0:
+            raise HarnessError(f"--confirm-top must be >= 0, got {self.confirm_top}", "pass 0 or more")
+        if self.selection.rungs and self.limit is not None and self.selection.rungs[-1] >= self.limit:
+            raise HarnessError(
+                f"--limit {self.limit} is not above the space's last rung ({self.selection.rungs[-1]})",
+                "raise --limit or lower selection.rungs in the space",
+            )
         check_device(options.device)
         sampler = make_sampler(space)
         default_storage = options.db.parent / f"optuna-{self.study_name}.journal"
         target = check_storage(options.storage, default_storage, warn=self._warn)
         self.board = Leaderboard(options.db, warn=self._warn)
         self.board.check_writable()
+        data_dir = Path(space.data_dir) if space.data_dir else None
+        self.scorer = Scorer(
+            Scoring(
+                suites=space.suite_refs,
+                limit=self.limit,
+                data_dir=data_dir,
+                batch_size=space.batch_size,
+                split=self.selection.split,
+                heldout_limit=self.selection.heldout_limit,
+            ),
+            self.board,
+        )
+        self.suites = self.scorer.suites
+        # Without a split the objective's questions are the board's too ("all"), unconfirmed.
+        self.search_part: Partition = "search" if self.selection.split else "all"
         self.storage = open_storage(target)
         self.study = self._open_study(sampler)
         self.claims = options.db.parent / f".{options.db.name}.claims"
         from harness.build import DonorPool
 
         self.pool = DonorPool()  # donors stay loaded for the whole search
+        self._leaf_index: dict[str, int] = {t: i for i, t in enumerate(self.scorer.plan.leaves())}
 
     def _warn(self, message: str) -> None:
         self.console.print(f"[yellow]warning[/]: {escape(message)}", soft_wrap=True)
@@ -99,6 +144,7 @@ class SearchRunner:
                 study_name=self.study_name,
                 storage=self.storage,
                 sampler=sampler,
+                pruner=make_pruner(self.selection),
                 directions=self.space.objective.directions,
                 load_if_exists=True,
             )
@@ -137,7 +183,9 @@ class SearchRunner:
             row = self.board.trial(row_id) if row_id else None
             values = None
             if row is not None and row["status"] == "ok":
-                values = self.space.objective.values(self.board.suite_summary(row_id))
+                values = self.space.objective.values(
+                    self.board.suite_summary(row_id, partition=self.search_part)
+                )
             try:
                 if values is None:
                     self.storage.set_trial_user_attr(frozen._trial_id, INTERRUPTED, True)
@@ -156,13 +204,11 @@ class SearchRunner:
                     "trial (killed?); closed by a later run",
                     study=self.study_name,
                     trial_number=frozen.number,
-                    suites=self.suites,
-                    eval_limit=self.limit,
                     params=dict(frozen.params),
                 )
                 if row_id:
                     record.id = row_id
-                self.board.record(record)
+                self.scorer.record(record)
             self._warn(
                 f"trial {frozen.number} was left RUNNING by dead worker pid {worker.get('pid')}: "
                 + ("closed with its recorded score" if values is not None else "marked interrupted")
@@ -192,41 +238,40 @@ class SearchRunner:
                 if self._grid_exhausted():
                     self._warn("the grid is exhausted: every grid point has been tried")
                     break
-                status = self.run_one()
+                status = self.run_one(outcome)
                 outcome.ran += status == "ok"
                 outcome.reused += status == "reused"
                 outcome.failed += status == "failed"
+                outcome.pruned += status == "pruned"
                 progress.update(bar, completed=len(self.finished_trials()), best=self._best_text())
         outcome.finished = len(self.finished_trials())
         outcome.seconds = time.perf_counter() - start
         try:
             self.board.flush_pending()
-            outcome.best = self.board.ranking(top=5, sort="objective", study=self.study_name)
+            outcome.best = self.board.ranking(top=5, study=self.study_name)
         except StoreUnavailable as err:  # the trials are recorded (or spooled); only the summary waits
             self._warn(f"no summary: {err}")
         return outcome
 
     def score_references(self) -> list[TrialRecord]:
-        """Score the space's reference models once per study, suites and limit (not Optuna
-        trials: they never count towards the budget). A failure is recorded and skipped."""
+        """Score the space's reference models once per study, suites, limit and split, on the
+        search questions and on the held-out ones (not Optuna trials: they never count towards
+        the budget). A failure is recorded and skipped."""
         from harness.align.donors import donor_training
         from harness.build.loading import load_pretrained, model_facts
 
         scored = []
         for ref in self.space.reference_models:
             try:
-                if self.board.find_reference(ref, self.study_name, self.suites, self.limit):
+                if self.board.find_reference(
+                    ref, self.study_name, self.suites, self.limit, self.scorer.split_rule
+                ):
                     continue
             except StoreUnavailable as err:  # cannot tell whether it was scored: skip it this run
                 self._warn(f"reference {ref} not scored this run: {err}")
                 continue
-            record = TrialRecord(
-                name=ref,
-                source="eval",
-                model_ref=ref,
-                study=self.study_name,
-                suites=self.suites,
-                eval_limit=self.limit,
+            record = self.scorer.describe(
+                TrialRecord(name=ref, source="eval", model_ref=ref, study=self.study_name)
             )
             self.console.print(f"scoring reference model {escape(ref)} on {escape(self.suites)}")
             try:
@@ -235,50 +280,49 @@ class SearchRunner:
                 )
                 record.align_method, record.align_steps = donor_training(path)
                 record.num_parameters, record.dtype = model_facts(model)
-                result = self._evaluate(model, tokenizer)
+                result = self.scorer.measure(model, tokenizer, self.search_part)
+                record.fidelity = self.limit
+                self._set_objective(record, result.summary, result.summary_stderr)
+                self.scorer.record(record, result)
+                if self.search_part == "search":
+                    self._score_heldout(record, model, tokenizer)
                 del model
             except KeyboardInterrupt:
                 raise
             except Exception as err:  # noqa: BLE001  (recorded; the search still runs)
                 record.status, record.error = "failed", f"{type(err).__name__}: {str(err)[:2000]}"
-                self.board.record(record)
+                self.scorer.record(record)
                 self._warn(f"reference {ref} failed: {record.error[:200]}")
                 continue
             finally:
                 gc.collect()
-            self._set_objective(record, result.summary, result.summary_stderr)
-            self.board.record(record, result)
             scored.append(record)
         return scored
 
-    def _evaluate(self, model: Any, tokenizer: Any) -> Any:
-        from harness.evaluate import evaluate_model
+    def _score_heldout(self, record: TrialRecord, model: Any, tokenizer: Any) -> None:
+        """Score on the held-out questions and add them to the row (its leaderboard numbers)."""
+        result = self.scorer.measure(model, tokenizer, "heldout")
+        values = self.space.objective.values(result.summary)
+        if values is not None:
+            record.heldout_objective = sum(values) / len(values)
+            record.heldout_objective_stderr = self.space.objective.stderr(result.summary_stderr)
+        record.eval_seconds = (record.eval_seconds or 0.0) + result.seconds
+        self.scorer.record(record, result)
 
-        data_dir = Path(self.space.data_dir) if self.space.data_dir else None
-        return evaluate_model(
-            model,
-            tokenizer,
-            self.space.suite_names,
-            limit=self.limit,
-            data_dir=data_dir,
-            batch_size=self.space.batch_size,
-            progress=False,
-        )
-
-    def run_one(self) -> str:
-        """One trial, start to finish. Returns ok | reused | failed."""
-
+    def run_one(self, outcome: SearchOutcome | None = None) -> str:
+        """One trial, start to finish. Returns ok | reused | pruned | failed."""
         trial = self.study.ask()
-        record = TrialRecord(
-            name=f"{self.study_name}#{trial.number}",
-            source="search",
-            study=self.study_name,
-            trial_number=trial.number,
-            suites=self.suites,
-            eval_limit=self.limit,
+        record = self.scorer.describe(
+            TrialRecord(
+                name=f"{self.study_name}#{trial.number}",
+                source="search",
+                study=self.study_name,
+                trial_number=trial.number,
+            )
         )
         trial.set_user_attr(WORKER, worker_identity())
         trial.set_user_attr(LEADERBOARD_ID, record.id)
+        built = None
         try:
             method = trial.suggest_categorical("method", list(self.space.methods))
             align = trial.suggest_categorical("align", list(self.space.align)) if self.space.align else None
@@ -293,14 +337,15 @@ class SearchRunner:
             # One worker at a time per recipe: a second one drawing it waits, then reuses.
             with recipe_claim(
                 self.claims,
-                f"{record.recipe_hash}|{self.suites}|{self.limit}",
+                f"{record.recipe_hash}|{self.suites}|{self.limit}|{record.split_rule}",
                 Reporter(self.console, "search"),
                 f"trial {trial.number}: another worker is scoring the same recipe; waiting to reuse its scores",
             ):
                 reused = self._find_scored(record.recipe_hash)
                 if reused:
-                    summary = self.board.suite_summary(reused)
+                    summary = self.board.suite_summary(reused, partition=self.search_part)
                     record.reused_from = reused
+                    self._report_stored(trial, reused)
                     return self._finish(trial, record, summary, copy_from=reused)
 
                 from harness.build import build_model
@@ -314,9 +359,7 @@ class SearchRunner:
                     built.dtype,
                 )
                 record.align_steps = built.align_steps
-                result = self._evaluate(built.model, built.tokenizer)
-                del built
-                return self._finish(trial, record, result.summary, result=result)
+                status = self._score_trial(trial, record, built.model, built.tokenizer, outcome)
         except KeyboardInterrupt:
             record.status, record.error = (
                 INTERRUPTED,
@@ -335,6 +378,94 @@ class SearchRunner:
             return "failed"
         finally:
             gc.collect()
+        # Told and recorded: a failure (or Ctrl-C) from here on leaves a complete trial.
+        if status == "ok" and built is not None and self._in_top(record):
+            try:
+                self._score_heldout(record, built.model, built.tokenizer)
+                if outcome is not None:
+                    outcome.confirmed += 1
+                    outcome.questions += self._count(record, "heldout")
+            except Exception as err:  # noqa: BLE001
+                self._warn(f"trial {trial.number}: held-out confirmation failed: {type(err).__name__}: {err}")
+        del built
+        gc.collect()
+        return status
+
+    def _score_trial(
+        self, trial: Any, record: TrialRecord, model: Any, tokenizer: Any, outcome: SearchOutcome | None
+    ) -> str:
+        """Score on the search questions rung by rung (each rung adds the next questions of every
+        task; lm-eval's request cache keeps earlier ones), letting the pruner stop a trial that
+        is significantly worse than the best one on the questions both saw."""
+        rungs: list[int | None] = (
+            [*self.selection.rungs, self.limit] if self.search_part == "search" else [self.limit]
+        )
+        reported: set[int] = set()
+        with request_cache() as cache:
+            for count in rungs:
+                result = self.scorer.measure(model, tokenizer, self.search_part, count=count, cache=cache)
+                record.fidelity = count
+                if outcome is not None:
+                    outcome.questions += len({(x.task, x.doc_id) for x in result.samples}) - len(reported)
+                self._report(trial, result, reported)
+                if count is not rungs[-1] and trial.should_prune():
+                    self._set_objective(record, result.summary, result.summary_stderr)
+                    record.status = "pruned"
+                    record.error = f"pruned after {count} of {self.limit} search questions per task"
+                    self._close(trial, record, result=result, pruned=True)
+                    return "pruned"
+        return self._finish(trial, record, result.summary, result=result)
+
+    def _count(self, record: TrialRecord, partition: Partition) -> int:
+        sizes = self.scorer.order.sizes(partition)
+        cap = self.scorer.count(partition)
+        return sum(n if cap is None else min(n, cap) for n in sizes.values())
+
+    def _report(self, trial: Any, result: Any, reported: set[int]) -> None:
+        """Tell the pruner each new question's share of the objective (step = question id)."""
+        if len(self.space.objective.directions) > 1:
+            return  # Optuna prunes single-objective studies only
+        values = question_values(
+            result.samples, result.summary_parts, self.space.objective.weights, self._step
+        )
+        for step, value in values.items():
+            if step not in reported:
+                trial.report(value, step)
+                reported.add(step)
+
+    def _report_stored(self, trial: Any, source_id: str) -> None:
+        """A reused trial reports its source's per-question values: it may become the best
+        trial, against which the pruner compares."""
+        if len(self.space.objective.directions) > 1:
+            return
+        parts = (self.search_part,)
+        samples = [
+            Sample(r["task"], r["num_fewshot"], r["doc_id"], r["doc_hash"], r["metric"], r["value"], None)
+            for r in self.board.samples([source_id], partitions=parts)
+        ]
+        composition: dict[str, Composition] = {}
+        for r in self.board.summary_parts([source_id], partitions=parts):
+            composition.setdefault(r["name"], {})[(r["task"], r["metric"], r["num_fewshot"])] = r["weight"]
+        values = question_values(samples, composition, self.space.objective.weights, self._step)
+        for step, value in values.items():
+            trial.report(value, step)
+
+    def _step(self, task: str, doc_id: int) -> int:
+        """A question's id for the pruner: the same for every trial of the study."""
+        leaves = self._leaf_index
+        return leaves.setdefault(task, len(leaves)) * 10_000_000 + doc_id
+
+    def _in_top(self, record: TrialRecord) -> bool:
+        """Whether a just-finished trial is among the best ``confirm_top`` so far (by its search
+        objective). Every trial of the final top K was in the top K when it finished, so they
+        all get confirmed, while the model is still loaded."""
+        if self.search_part != "search" or self.confirm_top == 0 or record.objective is None:
+            return False
+        from optuna.trial import TrialState
+
+        done = self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        better = sum(1 for t in done if t.values and sum(t.values) / len(t.values) > record.objective)
+        return better < self.confirm_top
 
     def _close(
         self,
@@ -343,6 +474,7 @@ class SearchRunner:
         values: list[float] | None = None,
         result: Any = None,
         copy_from: str | None = None,
+        pruned: bool = False,
     ) -> None:
         """Record the trial, then tell Optuna whatever happens to the record: no trial is
         left RUNNING, and a record the store cannot take right now is spooled by ``record``."""
@@ -354,7 +486,9 @@ class SearchRunner:
             else:
                 self.board.record(record, result)
         finally:
-            if values is None:
+            if pruned:
+                self.study.tell(trial, state=TrialState.PRUNED)
+            elif values is None:
                 self.study.tell(trial, state=TrialState.FAIL)
             else:
                 self.study.tell(trial, values)
@@ -365,7 +499,7 @@ class SearchRunner:
         if recipe_hash is None:
             return None
         try:
-            return self.board.find_scored(recipe_hash, self.suites, self.limit)
+            return self.board.find_scored(recipe_hash, self.suites, self.limit, self.scorer.split_rule)
         except StoreUnavailable as err:
             self._warn(f"cannot look up earlier scores ({err}); scoring this recipe anyway")
             return None
@@ -379,8 +513,10 @@ class SearchRunner:
         copy_from: str | None = None,
     ) -> str:
         errors = (
-            result.summary_stderr if result is not None else self.board.suite_summary(copy_from, "stderr")
-        )  # type: ignore[arg-type]
+            result.summary_stderr
+            if result is not None
+            else self.board.suite_summary(copy_from, "stderr", partition=self.search_part)  # type: ignore[arg-type]
+        )
         values = self._set_objective(record, summary, errors)
         if values is None:
             missing = [k for k in self.space.objective.keys if summary.get(k) is None]

@@ -34,6 +34,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from harness.align.config import ALIGN_PARAMETER_RANGES
 from harness.errors import HarnessError
+from harness.evaluate.questions import SplitRule
+from harness.evaluate.suites import Part, Suite, SuiteRef, Total
 from harness.recipe import PARAMETER_RANGES, Recipe, recipe_from_dict, resolve_recipe
 from harness.recipe.validate import first_error, parse_yaml
 from harness.search.distributions import (
@@ -123,18 +125,49 @@ class SuiteSpec(BaseModel):
     parts: list[PartSpec]
     total: str | None = Field(default=None, description="Summary key for the mean of the parts.")
 
-    def register(self) -> str:
-        from harness.evaluate import SUITES, Part, Suite, Total
-
+    def to_suite(self) -> Suite:
         parts = tuple(Part(p.task, p.num_fewshot, p.metric, {p.key or p.task: p.average}) for p in self.parts)
         total = Total(self.total, tuple(p.key or p.task for p in self.parts)) if self.total else None
-        suite = Suite(self.name, self.description or f"suite {self.name} from a search space", parts, total)
-        if SUITES.get(self.name, suite) != suite:
-            raise HarnessError(
-                f"suite {self.name!r} is already defined differently", "give the suite another name"
-            )
-        SUITES[self.name] = suite
-        return self.name
+        return Suite(self.name, self.description or f"suite {self.name} from a search space", parts, total)
+
+
+class SelectionSpec(BaseModel):
+    """How trials are selected: which questions the objective sees, rungs, pruning, confirmation.
+
+    Each task's documents are divided by a seeded hash into a search part (the objective's) and
+    a held-out part (the leaderboard's); see :mod:`harness.evaluate.questions`.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    heldout_fraction: float = Field(
+        default=0.5, ge=0.0, lt=1.0, description="Share of each task held out (0: no split, no confirmation)."
+    )
+    seed: int = Field(default=0, description="Seed of the division and of the question order.")
+    heldout_limit: int | None = Field(
+        default=None, ge=1, description="Held-out questions per task of a confirmation (null: all)."
+    )
+    rungs: list[int] = Field(
+        default_factory=list,
+        description="Search questions per task after which the pruner may stop a trial (below limit).",
+    )
+    pruner: Literal["wilcoxon", "none"] = "wilcoxon"
+    p_threshold: float = Field(default=0.1, gt=0.0, lt=1.0, description="WilcoxonPruner's p_threshold.")
+    confirm_top: int = Field(
+        default=5,
+        ge=0,
+        description="Trials confirmed on the held-out part: those in the top K when they finish.",
+    )
+
+    @model_validator(mode="after")
+    def _increasing(self) -> SelectionSpec:
+        if any(r <= 0 for r in self.rungs) or sorted(set(self.rungs)) != self.rungs:
+            raise ValueError(f"rungs must be increasing positive question counts, got {self.rungs}")
+        return self
+
+    @property
+    def split(self) -> SplitRule | None:
+        return SplitRule(self.heldout_fraction, self.seed) if self.heldout_fraction > 0 else None
 
 
 class SamplerSpec(BaseModel):
@@ -171,10 +204,16 @@ class SearchSpace(BaseModel):
     dtype: str = "float32"
     objective: ObjectiveSpec
     sampler: SamplerSpec = Field(default_factory=SamplerSpec)
+    selection: SelectionSpec = Field(default_factory=SelectionSpec)
 
     @property
     def suite_names(self) -> list[str]:
         return [s if isinstance(s, str) else s.name for s in self.suites]
+
+    @property
+    def suite_refs(self) -> list[SuiteRef]:
+        """What to score: built-in / lm-eval names, and this space's own suites as data."""
+        return [s if isinstance(s, str) else s.to_suite() for s in self.suites]
 
     @property
     def reference_models(self) -> list[str]:
@@ -218,7 +257,19 @@ def load_space(path: str | Path) -> SearchSpace:
 
 
 def validate_space(space: SearchSpace, where: str) -> None:
-    from harness.evaluate import parse_suites, summary_keys
+    from harness.evaluate import summary_keys
+
+    selection = space.selection
+    if selection.rungs and space.limit is not None and selection.rungs[-1] >= space.limit:
+        raise HarnessError(
+            f"{where}: selection.rungs {selection.rungs} must stay below limit ({space.limit})",
+            "the last rung is the limit itself: list only the earlier ones",
+        )
+    if selection.rungs and len(space.objective.directions) > 1:
+        raise HarnessError(
+            f"{where}: selection.rungs with a Pareto objective",
+            "Optuna prunes single-objective studies only: remove rungs or use maximize:",
+        )
 
     if not space.methods:
         raise HarnessError(f"{where}: methods is empty", "list at least one merge method template")
@@ -226,15 +277,19 @@ def validate_space(space: SearchSpace, where: str) -> None:
         raise HarnessError(f"{where}: limit must be >= 1", "raise limit or remove it")
     if space.align is not None and not space.align:
         raise HarnessError(f"{where}: align is empty", "list candidates (null = no alignment) or remove it")
-    from harness.evaluate.suites import check_task
+    from harness.evaluate.suites import SUITES, check_task, known_name
 
     for i, suite in enumerate(space.suites):
         if isinstance(suite, SuiteSpec):
+            if suite.name in SUITES or known_name(suite.name):
+                raise HarnessError(
+                    f"{where}: suites[{i}]: {suite.name!r} is already a built-in suite or lm-eval task",
+                    "give the space's suite a name of its own (its keys name what it measures)",
+                )
             for j, part in enumerate(suite.parts):
                 check_task(part.task, f"{where}: suites[{i}].parts[{j}]")
-            suite.register()
-    suites = parse_suites(space.suite_names)
-    produced = summary_keys(suites)
+    produced = summary_keys(space.suite_refs)
+    suites = space.suite_names
     for key in space.objective.keys:
         if key not in produced:
             raise HarnessError(

@@ -6,7 +6,7 @@ import functools
 import hashlib
 import re
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -208,3 +208,44 @@ def grid_space(space: SearchSpace) -> dict[str, list[Any]]:
                     "give it a step or a choice list, or use another sampler",
                 )
     return grid
+
+
+def make_pruner(selection: Any) -> Any:
+    """Optuna's pruner for a space's ``selection``: ``WilcoxonPruner`` when it has rungs.
+
+    Why Wilcoxon and not successive halving / Hyperband: every trial is scored on the same
+    questions in the same order, so a trial can be compared with the best one *question by
+    question* (paired), which is what makes a 0/1 score on a few dozen questions informative;
+    a rung-average rule (halving) compares noisy means and prunes on luck.
+    """
+    import optuna
+
+    if not selection.rungs or selection.pruner == "none":
+        return optuna.pruners.NopPruner()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return optuna.pruners.WilcoxonPruner(p_threshold=selection.p_threshold, n_startup_steps=0)
+
+
+def question_values(
+    samples: Iterable[Any],
+    parts: dict[str, Any],
+    weights: dict[str, float] | None,
+    step: Callable[[str, int], int],
+) -> dict[int, float]:
+    """Each question's share of a weighted-mean objective: its per-question values times the
+    weight of its task in the objective (so the shares of a task average to its part of the
+    objective). Keyed by ``step(task, doc_id)``, the id the pruner pairs trials on."""
+    from harness.evaluate.results import mix_compositions
+
+    if not weights or any(k not in parts for k in weights):
+        return {}
+    composition = mix_compositions(weights, parts) or {}
+    out: dict[int, float] = {}
+    for sample in samples:
+        weight = composition.get((sample.task, sample.metric, sample.num_fewshot))
+        if weight is None or sample.value is None:
+            continue
+        key = step(sample.task, sample.doc_id)
+        out[key] = out.get(key, 0.0) + weight * sample.value
+    return out

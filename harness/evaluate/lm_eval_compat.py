@@ -1,0 +1,56 @@
+"""The one place that touches lm-eval internals beyond ``simple_evaluate``'s signature.
+
+lm-eval 0.4 gives no public call for "the documents a task scores" or "the hash it logs for a
+document", and its ``samples=`` argument has two sharp edges. Everything the harness relies on
+is here, so an upgrade that moves it fails in ``tests/test_lm_eval_compat.py``, loudly, and not
+as silently wrong partitions or question ids.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+
+def doc_hash(doc: Any) -> str:
+    """The ``doc_hash`` lm-eval logs for a document (``evaluator.evaluate``, ``log_samples``)."""
+    from lm_eval.utils import handle_non_serializable, hash_string
+
+    return hash_string(json.dumps(doc, indent=2, default=handle_non_serializable, ensure_ascii=False))
+
+
+def leaf_tasks(task_dict: Mapping[Any, Any]) -> dict[str, Any]:
+    """Flatten ``get_task_dict``'s nesting (groups map to dicts of their members) to name -> Task."""
+    from lm_eval.api.task import Task
+
+    leaves: dict[str, Any] = {}
+    for value in task_dict.values():
+        if isinstance(value, Mapping):
+            leaves.update(leaf_tasks(value))
+        elif isinstance(value, Task):
+            leaves[value.task_name] = value
+    return leaves
+
+
+def task_doc_hashes(names: Sequence[str], task_manager: Any) -> dict[str, list[str]]:
+    """Leaf task name -> the hash of each document it scores, in lm-eval's doc order (doc_id)."""
+    from lm_eval.tasks import get_task_dict
+
+    tasks = leaf_tasks(get_task_dict(list(names), task_manager))
+    return {name: [doc_hash(doc) for doc in task.eval_docs] for name, task in tasks.items()}
+
+
+def samples_argument(questions: Mapping[str, Sequence[int]]) -> dict[str, list[int]]:
+    """``simple_evaluate(samples=...)`` for chosen doc ids.
+
+    lm-eval maps the k-th scored document back to ``indices[k]`` while it iterates the task's
+    documents in order, so the ids must be sorted or logged doc_ids are wrong; and an empty list
+    means "every document", so a task with nothing chosen must not be run at all (callers drop it).
+    """
+    out = {}
+    for task, ids in questions.items():
+        if not ids:
+            raise ValueError(f"no questions chosen for {task}: lm-eval would score all of them")
+        out[task] = sorted(set(int(i) for i in ids))
+    return out

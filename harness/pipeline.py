@@ -1,0 +1,130 @@
+"""One home for "score this model on these questions and record it".
+
+``harness eval``, ``harness build --suite`` and every trial and reference model of ``harness
+search`` go through :class:`Scorer`: the suites are planned once (bad names and bad local data
+fail before any model is loaded), the question sets come from one place (lm-eval's ``limit``,
+or a study's search / held-out division, :mod:`harness.evaluate.questions`), and a result is
+recorded the same way everywhere.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from harness.evaluate import EvalResult, evaluate_model, plan_evaluation
+from harness.evaluate.questions import Partition, QuestionOrder, SplitRule, question_order
+from harness.evaluate.suites import SuiteRef, suite_names
+from harness.record import Leaderboard, TrialRecord
+
+
+@dataclass(frozen=True)
+class Scoring:
+    """What a score measures: suites, questions per task, where the data is, how to batch."""
+
+    suites: Sequence[SuiteRef]
+    limit: int | None = None  # questions per task: the first N (no split) or of the search part
+    data_dir: Path | None = None
+    batch_size: int = 8
+    split: SplitRule | None = None  # a study's search / held-out division; None: lm-eval's limit
+    heldout_limit: int | None = None  # questions per task of a held-out confirmation (None: all)
+
+
+class Scorer:
+    """Scores loaded models under one :class:`Scoring` and records them on one leaderboard."""
+
+    def __init__(self, scoring: Scoring, board: Leaderboard, *, progress: bool = False):
+        self.scoring = scoring
+        self.board = board
+        self.progress = progress
+        self.plan = plan_evaluation(list(scoring.suites), data_dir=scoring.data_dir)
+        self._order: QuestionOrder | None = None
+
+    @property
+    def suites(self) -> str:
+        return ",".join(suite_names(self.scoring.suites))
+
+    @property
+    def split_rule(self) -> str | None:
+        return self.scoring.split.describe() if self.scoring.split else None
+
+    @property
+    def order(self) -> QuestionOrder:
+        """The study's division of every task's documents (read and hashed on first use)."""
+        if self._order is None:
+            if self.scoring.split is None:
+                raise ValueError("this scoring has no search / held-out split")
+            include = str(self.plan.include_dir) if self.plan.include_dir else None
+            self._order = question_order(include, self.plan.leaves(), self.scoring.split)
+        return self._order
+
+    def count(self, partition: Partition) -> int | None:
+        """Questions per task of a full-fidelity score on this partition."""
+        return self.scoring.heldout_limit if partition == "heldout" else self.scoring.limit
+
+    def measure(
+        self,
+        model: Any,
+        tokenizer: Any,
+        partition: Partition = "all",
+        count: int | None = None,
+        cache: Path | None = None,
+    ) -> EvalResult:
+        """Score a loaded model on a partition's first ``count`` questions per task (default:
+        the full-fidelity count). ``cache`` (see :func:`request_cache`) makes a later call on
+        more questions of the same model compute only the new ones."""
+        common: dict[str, Any] = {
+            "data_dir": self.scoring.data_dir,
+            "batch_size": self.scoring.batch_size,
+            "progress": self.progress,
+            "plan": self.plan,
+            "cache": cache,
+        }
+        if partition == "all" or self.scoring.split is None:
+            return evaluate_model(model, tokenizer, self.scoring.suites, limit=self.scoring.limit, **common)
+        questions = self.order.choose(partition, count if count is not None else self.count(partition))
+        return evaluate_model(
+            model, tokenizer, self.scoring.suites, questions=questions, partition=partition, **common
+        )
+
+    def describe(self, record: TrialRecord) -> TrialRecord:
+        """Stamp what is measured on a record: the same suites, limit and split find its reuse."""
+        record.suites = self.suites
+        record.eval_limit = self.scoring.limit
+        record.split_rule = self.split_rule
+        return record
+
+    def record(self, record: TrialRecord, result: EvalResult | None = None) -> str:
+        return self.board.record(self.describe(record), result)
+
+    def score_and_record(self, model: Any, tokenizer: Any, record: TrialRecord) -> EvalResult:
+        """``harness eval`` / ``build --suite``: score on every question (or the first --limit),
+        record it. A run-time failure is recorded as failed, then raised."""
+        from harness.errors import HarnessError
+
+        try:
+            result = self.measure(model, tokenizer)
+        except HarnessError:
+            raise
+        except Exception as err:  # a run-time failure is recorded, never lost
+            record.status, record.error = "failed", f"{type(err).__name__}: {err}"
+            self.record(record)
+            raise
+        self.record(record, result)
+        return result
+
+
+@contextmanager
+def request_cache() -> Iterator[Path]:
+    """A file prefix for lm-eval's request cache, private to one model and deleted after: the
+    cache keys requests by their text, so it must never outlive the model that answered them."""
+    folder = Path(tempfile.mkdtemp(prefix="harness-requests-"))
+    try:
+        yield folder / "requests"
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)

@@ -1,0 +1,209 @@
+"""Selection: the search / held-out division, rungs and pruning, held-out confirmation."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import optuna
+import pytest
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from harness.evaluate import evaluate_model, plan_evaluation
+from harness.evaluate.lm_eval_compat import samples_argument
+from harness.evaluate.questions import QuestionOrder, SplitRule, question_order
+from harness.record import Leaderboard
+from tests.fixtures.evaluate_data import build_data_dir, isolated_eval_env
+from tests.test_search import db_rows, run, write_space
+
+
+@pytest.fixture(scope="module", autouse=True)
+def env(tmp_path_factory):
+    with isolated_eval_env(tmp_path_factory.mktemp("home"), tmp_path_factory.mktemp("hf_cache")) as home:
+        yield home
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory) -> Path:
+    return build_data_dir(tmp_path_factory.mktemp("eval_data"), parts=("arc", "mmlu"))
+
+
+# --------------------------------------------------------------------------- the division
+
+
+def test_division_is_disjoint_seeded_and_follows_the_document():
+    hashes = [f"doc-{i}" for i in range(400)]
+    order = QuestionOrder({"t": hashes}, SplitRule(heldout_fraction=0.3, seed=1)).tasks["t"]
+    assert not set(order.search) & set(order.heldout)
+    assert sorted(order.search + order.heldout) == list(range(400))
+    assert 90 <= len(order.heldout) <= 150  # 30 % of 400, within sampling noise
+    again = QuestionOrder({"t": hashes}, SplitRule(heldout_fraction=0.3, seed=1)).tasks["t"]
+    assert again == order  # a resumed study (another process) gets the same division and order
+    other_seed = QuestionOrder({"t": hashes}, SplitRule(heldout_fraction=0.3, seed=2)).tasks["t"]
+    assert set(other_seed.heldout) != set(order.heldout)
+    # A re-ordered dataset keeps every document on its side (the hash is of the document).
+    shuffled = hashes[:]
+    random.Random(0).shuffle(shuffled)
+    moved = QuestionOrder({"t": shuffled}, SplitRule(heldout_fraction=0.3, seed=1)).tasks["t"]
+    assert {shuffled[i] for i in moved.heldout} == {hashes[i] for i in order.heldout}
+
+
+def test_rungs_are_prefixes_and_ids_sorted():
+    order = QuestionOrder({"a": [f"a{i}" for i in range(50)], "b": ["b0", "b1"]}, SplitRule())
+    small, large = order.choose("search", 3), order.choose("search", 10)
+    assert set(small["a"]) <= set(large["a"]) and len(small["a"]) == 3
+    assert all(ids == sorted(ids) for ids in large.values())
+    assert len(order.tasks["b"].search) == len(order.tasks["b"].heldout) == 1  # a tiny task keeps both
+    assert order.choose("search", 10, start=5)["a"] == sorted(order.tasks["a"].search[5:10])
+    assert "b" not in order.choose("search", 5, start=1)  # nothing left: lm-eval must not run it
+    with pytest.raises(ValueError, match="would score all"):
+        samples_argument({"a": []})
+
+
+# --------------------------------------------------------------------------- lm-eval boundary
+
+
+@pytest.fixture(scope="module")
+def tiny(tiny_models):
+    path = tiny_models["base"]
+    return AutoModelForCausalLM.from_pretrained(path), AutoTokenizer.from_pretrained(path)
+
+
+def test_chosen_questions_are_the_scored_ones_with_lm_evals_hash(tiny, data, tmp_path):
+    """The boundary test for lm-eval internals: doc ids map back right (samples= needs sorted
+    ids), our doc hash is the one lm-eval logs, and a cached rung gives lm-eval's own numbers
+    for the whole set while computing only the new requests."""
+    model, tokenizer = tiny
+    suites = ["arc_challenge", "mmlu"]
+    plan = plan_evaluation(suites, data_dir=data)
+    order = question_order(str(plan.include_dir), plan.leaves(), SplitRule())
+    first, second = order.choose("search", 2), order.choose("search", 5)
+    shuffled = {task: list(reversed(ids)) for task, ids in second.items()}
+
+    rows = []
+    model.register_forward_hook(lambda module, args, kwargs_or_out: rows.append(args[0].shape[0]))
+    cache = tmp_path / "cache" / "requests"
+    cache.parent.mkdir()
+    kw = {"data_dir": data, "progress": False, "plan": plan, "partition": "search"}
+    evaluate_model(model, tokenizer, suites, questions=first, cache=cache, **kw)
+    rung = evaluate_model(model, tokenizer, suites, questions=shuffled, cache=cache, **kw)
+    computed_in_rungs = sum(rows)
+    rows.clear()
+    direct = evaluate_model(model, tokenizer, suites, questions=second, **kw)
+    assert sum(rows) == computed_in_rungs  # the rung recomputed nothing
+
+    assert rung.summary == direct.summary and rung.scores == direct.scores
+    assert {(s.task, s.doc_id) for s in rung.samples} == {(t, i) for t, ids in second.items() for i in ids}
+    for sample in rung.samples:
+        assert sample.doc_hash == order.tasks[sample.task].hashes[sample.doc_id]
+        assert sample.partition == "search"
+
+
+# --------------------------------------------------------------------------- in a search
+
+
+def _heldout_hashes(runner) -> set[str]:
+    order = runner.scorer.order
+    return {t.hashes[i] for t in order.tasks.values() for i in t.heldout}
+
+
+def test_heldout_questions_never_reach_the_objective(tmp_path, tiny_models, data):
+    space = write_space(tmp_path, tiny_models, data, references=["$base"], selection={"heldout_limit": 5})
+    runner, outcome = run(space, tmp_path, 3, confirm_top=1)
+    heldout = _heldout_hashes(runner)
+    search_rows = db_rows(tmp_path, "SELECT trial_id, doc_hash FROM samples WHERE partition = 'search'")
+    assert search_rows and not {h for _, h in search_rows} & heldout
+    # What Optuna was told is the mean over the search rows (a bare task: its first metric, acc),
+    # and its steps are search questions.
+    trials = runner.study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))
+    objectives = dict(
+        db_rows(
+            tmp_path,
+            "SELECT t.trial_number, avg(s.value) FROM samples s JOIN trials t ON t.id = s.trial_id "
+            "WHERE s.partition = 'search' AND s.metric = 'acc' AND t.trial_number IS NOT NULL GROUP BY ALL",
+        )
+    )
+    for trial in trials:
+        assert trial.value == pytest.approx(objectives[trial.number])
+        search_ids = set(runner.scorer.order.tasks["arc_challenge"].search)
+        assert {step % 10_000_000 for step in trial.intermediate_values} <= search_ids
+    # The held-out rows are the board's: the confirmed trials and the reference.
+    confirmed = db_rows(
+        tmp_path,
+        "SELECT DISTINCT t.name, t.heldout_objective IS NOT NULL FROM samples s "
+        "JOIN trials t ON t.id = s.trial_id WHERE s.partition = 'heldout'",
+    )
+    assert confirmed and all(has for _, has in confirmed)
+    assert {
+        h for (h,) in db_rows(tmp_path, "SELECT doc_hash FROM samples WHERE partition = 'heldout'")
+    } <= heldout
+    # Confirmed: every trial that was the best when it finished (top 1), so the final best is.
+    best = max(trials, key=lambda t: t.value)
+    names = {name for name, _ in confirmed}
+    assert any(name.startswith(f"tiny#{best.number}-") for name in names)
+    board_rows = Leaderboard(tmp_path / "lb.duckdb").ranking()
+    assert board_rows[0]["heldout_objective"] is not None  # ranked by the held-out objective
+    assert outcome.confirmed >= 1 and outcome.questions > 0
+
+
+def test_pruned_trials_keep_their_fidelity_and_are_not_ranked(tmp_path, tiny_models, data):
+    from harness.search import SearchOptions, SearchRunner, load_space
+
+    selection = {"rungs": [3], "p_threshold": 0.6, "heldout_limit": 4, "confirm_top": 2}
+    # acc_norm: the tiny models' acc on ARC is 0 for every trial, which nothing can prune.
+    suite = {
+        "name": "arc_norm",
+        "parts": [{"task": "arc_challenge", "metric": "acc_norm", "key": "arc_norm"}],
+    }
+    space = write_space(
+        tmp_path,
+        tiny_models,
+        data,
+        limit=12,
+        selection=selection,
+        suites=[suite],
+        objective={"maximize": {"arc_norm": 1.0}},
+        references=["$base"],
+    )
+    runner = SearchRunner(load_space(space), SearchOptions(budget=4, db=tmp_path / "lb.duckdb"))
+    # The tiny merges answer almost alike, so give the study a best trial that got every search
+    # question right: the pruner then stops each real trial at its first wrong answer's rung.
+    steps = {runner._step("arc_challenge", i): 1.0 for i in runner.scorer.order.tasks["arc_challenge"].search}
+    runner.study.add_trial(optuna.trial.create_trial(value=1.0, intermediate_values=steps))
+    outcome = runner.run()
+    pruned = runner.study.get_trials(states=(optuna.trial.TrialState.PRUNED,))
+    assert pruned and outcome.pruned == len(pruned)  # deterministic: seeded models and sampler
+    rows = db_rows(
+        tmp_path,
+        "SELECT trial_number, status, fidelity, heldout_objective FROM trials WHERE trial_number IS NOT NULL",
+    )
+    by_number = {r[0]: r for r in rows}
+    for trial in pruned:
+        _, status, fidelity, heldout = by_number[trial.number]
+        assert (status, fidelity, heldout) == ("pruned", 3, None)
+        # Its per-question rows are the first rung's questions only.
+        counted = db_rows(
+            tmp_path,
+            "SELECT count(DISTINCT s.doc_id) FROM samples s JOIN trials t ON t.id = s.trial_id "
+            f"WHERE t.trial_number = {trial.number}",
+        )
+        assert counted[0][0] == 3
+    assert all(r[2] == 12 for r in rows if r[1] == "ok")
+    assert len(pruned) == 3  # every real trial: each answers some search question wrong
+    ranking = Leaderboard(tmp_path / "lb.duckdb").ranking()
+    statuses = [r["status"] for r in ranking]
+    assert statuses.index("pruned") > max(i for i, s in enumerate(statuses) if s == "ok")
+
+
+def test_a_resumed_study_keeps_the_question_order(tmp_path, tiny_models, data):
+    from harness.evaluate import questions
+
+    space = write_space(tmp_path, tiny_models, data, selection={"confirm_top": 0})
+    run(space, tmp_path, 2)
+    questions._hashes.cache_clear()  # a new process reads and hashes the documents again
+    run(space, tmp_path, 3)
+    sets = db_rows(
+        tmp_path,
+        "SELECT trial_id, list(doc_hash ORDER BY doc_hash) FROM samples WHERE partition = 'search' GROUP BY ALL",
+    )
+    assert len(sets) == 3 and len({tuple(s) for _, s in sets}) == 1
