@@ -27,6 +27,16 @@ def tiny_models(tmp_path_factory) -> dict[str, Path]:
     }
 
 
+@pytest.fixture(scope="module")
+def eval_env(tmp_path_factory):
+    """For a whole module: no demo datasets, no user data dir, generated YAML and datasets'
+    cache under tmp (see ``isolated_eval_env``); yields the private HARNESS_HOME."""
+    from tests.fixtures.evaluate_data import isolated_eval_env
+
+    with isolated_eval_env(tmp_path_factory.mktemp("home"), tmp_path_factory.mktemp("hf_cache")) as home:
+        yield home
+
+
 @pytest.fixture
 def isolated_home(tmp_path, monkeypatch) -> Path:
     """A private HARNESS_HOME so tests never touch the user's cache."""

@@ -18,15 +18,11 @@ from optuna.trial import TrialState
 
 from harness.record import Leaderboard, TrialRecord
 from harness.search import SearchOptions, SearchRunner, load_space
-from tests.fixtures.evaluate_data import build_data_dir, isolated_eval_env
+from tests.fixtures.evaluate_data import build_data_dir
 from tests.test_record import result
 from tests.test_reliability import held
 
-
-@pytest.fixture(scope="module", autouse=True)
-def env(tmp_path_factory):
-    with isolated_eval_env(tmp_path_factory.mktemp("home"), tmp_path_factory.mktemp("hf_cache")) as home:
-        yield home
+pytestmark = pytest.mark.usefixtures("eval_env")  # the module's private evaluation env (conftest)
 
 
 @pytest.fixture(scope="module")
@@ -142,14 +138,14 @@ def test_a_live_workers_trial_is_left_alone(tmp_path, tiny_models, data):
     assert runner.study.get_trials()[0].state == TrialState.RUNNING
 
 
-def test_two_workers_never_score_one_recipe_twice(tmp_path, tiny_models, data, env):
+def test_two_workers_never_score_one_recipe_twice(tmp_path, tiny_models, data, eval_env):
     """Two `harness search` processes started together on one --db, with a space that has a single
     recipe: one builds and scores it, the other waits for its claim and reuses the scores."""
     space = space_file(tmp_path, tiny_models, data, [0.5])
     db = tmp_path / "lb.duckdb"
     cmd = [sys.executable, "-m", "harness.cli", "search", "--space", str(space), "--db", str(db)]
     cmd += ["--budget", "2", "--no-report"]
-    environ = {**os.environ, "HARNESS_HOME": str(env), "HF_DATASETS_CACHE": str(tmp_path / "hf")}
+    environ = {**os.environ, "HARNESS_HOME": str(eval_env), "HF_DATASETS_CACHE": str(tmp_path / "hf")}
     workers = [
         subprocess.Popen(cmd, env=environ, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         for _ in range(2)

@@ -14,13 +14,9 @@ from typer.testing import CliRunner
 from harness.cli import app
 from harness.errors import HarnessError
 from harness.search import SearchOptions, SearchRunner, load_space
-from tests.fixtures.evaluate_data import build_data_dir, isolated_eval_env
+from tests.fixtures.evaluate_data import build_data_dir
 
-
-@pytest.fixture(scope="module", autouse=True)
-def env(tmp_path_factory):
-    with isolated_eval_env(tmp_path_factory.mktemp("home"), tmp_path_factory.mktemp("hf_cache")) as home:
-        yield home
+pytestmark = pytest.mark.usefixtures("eval_env")  # the module's private evaluation env (conftest)
 
 
 @pytest.fixture(scope="module")

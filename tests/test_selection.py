@@ -13,14 +13,10 @@ from harness.evaluate import evaluate_model, plan_evaluation
 from harness.evaluate.lm_eval_compat import samples_argument
 from harness.evaluate.questions import QuestionOrder, SplitRule, question_order
 from harness.record import Leaderboard
-from tests.fixtures.evaluate_data import build_data_dir, isolated_eval_env
+from tests.fixtures.evaluate_data import build_data_dir
 from tests.test_search import db_rows, run, write_space
 
-
-@pytest.fixture(scope="module", autouse=True)
-def env(tmp_path_factory):
-    with isolated_eval_env(tmp_path_factory.mktemp("home"), tmp_path_factory.mktemp("hf_cache")) as home:
-        yield home
+pytestmark = pytest.mark.usefixtures("eval_env")  # the module's private evaluation env (conftest)
 
 
 @pytest.fixture(scope="module")
@@ -207,3 +203,55 @@ def test_a_resumed_study_keeps_the_question_order(tmp_path, tiny_models, data):
         "SELECT trial_id, list(doc_hash ORDER BY doc_hash) FROM samples WHERE partition = 'search' GROUP BY ALL",
     )
     assert len(sets) == 3 and len({tuple(s) for _, s in sets}) == 1
+
+
+# --------------------------------------------------------------------------- the board's view
+
+
+def _proxy(value: float, stderr: float, partition: str):
+    from harness.evaluate import EvalResult
+
+    return EvalResult(
+        summary={"proxy": value},
+        summary_stderr={"proxy": stderr},
+        summary_source={"proxy": "x"},
+        partition=partition,
+    )
+
+
+def test_the_board_ranks_held_out_numbers_only(tmp_path):
+    """Held-out objective ranks; search numbers never fill a column; pruned and unconfirmed
+    rows are not ranked; a gap beyond the references' is flagged."""
+    from harness.record import TrialRecord
+    from harness.report.data import load_report_data
+
+    board = Leaderboard(tmp_path / "lb.duckdb")
+    weights = {"proxy": 1.0}
+
+    def add(name, number, status, search, heldout=None):
+        record = TrialRecord(name=name, source="search" if number is not None else "eval", study="s")
+        record.trial_number, record.status, record.objective = number, status, search
+        record.objective_stderr, record.objective_weights, record.fidelity = 0.02, weights, 30
+        board.record(record, _proxy(search, 0.02, "search"))
+        if heldout is not None:
+            record.heldout_objective, record.heldout_objective_stderr = heldout, 0.02
+            board.record(record, _proxy(heldout, 0.02, "heldout"))
+        return record.id
+
+    add("base", None, "ok", 0.50, 0.48)  # the reference: held-out 0.02 below search
+    honest = add("s#0", 0, "ok", 0.60, 0.57)
+    lucky = add("s#1", 1, "ok", 0.70, 0.52)  # selected on luck: gap 0.18 vs 0.02 expected
+    unconfirmed = add("s#2", 2, "ok", 0.55)
+    pruned = add("s#3", 3, "pruned", 0.30)
+
+    ranking = board.ranking()
+    assert [r["name"] for r in ranking[:3]] == ["s#0", "s#1", "base"]  # by held-out objective
+    assert {r["id"]: r["proxy"] for r in ranking}[unconfirmed] is None  # a search number: no column
+    assert ranking[-1]["id"] == pruned
+    data = load_report_data(tmp_path / "lb.duckdb")
+    rows = {t["id"]: t for t in data.trials}
+    assert data.rank_key == "heldout_objective"
+    assert rows[unconfirmed]["rank"] is None and rows[pruned]["rank"] is None
+    assert rows[honest]["rank"] == 1 and rows[honest]["cells"]["proxy"]["value"] == 0.57
+    assert rows[lucky]["overfit"]["flagged"] and not rows[honest]["overfit"]["flagged"]
+    assert rows[honest]["search_summary"] == {"proxy": 0.60}

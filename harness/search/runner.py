@@ -402,13 +402,13 @@ class SearchRunner:
         )
         reported: set[int] = set()
         with request_cache() as cache:
-            for count in rungs:
+            for rung, count in enumerate(rungs, 1):
                 result = self.scorer.measure(model, tokenizer, self.search_part, count=count, cache=cache)
                 record.fidelity = count
                 if outcome is not None:
                     outcome.questions += len({(x.task, x.doc_id) for x in result.samples}) - len(reported)
                 self._report(trial, result, reported)
-                if count is not rungs[-1] and trial.should_prune():
+                if rung < len(rungs) and trial.should_prune():
                     self._set_objective(record, result.summary, result.summary_stderr)
                     record.status = "pruned"
                     record.error = f"pruned after {count} of {self.limit} search questions per task"
