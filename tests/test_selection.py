@@ -186,6 +186,7 @@ def test_pruned_trials_keep_their_fidelity_and_are_not_ranked(tmp_path, tiny_mod
         assert counted[0][0] == 3
     assert all(r[2] == 12 for r in rows if r[1] == "ok")
     assert len(pruned) == 3  # every real trial: each answers some search question wrong
+    assert outcome.questions == 3 * 3  # question-evaluations spent: 3 per pruned trial
     ranking = Leaderboard(tmp_path / "lb.duckdb").ranking()
     statuses = [r["status"] for r in ranking]
     assert statuses.index("pruned") > max(i for i, s in enumerate(statuses) if s == "ok")

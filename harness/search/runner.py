@@ -401,12 +401,15 @@ class SearchRunner:
             [*self.selection.rungs, self.limit] if self.search_part == "search" else [self.limit]
         )
         reported: set[int] = set()
+        scored = 0  # questions scored so far (each rung adds only new ones)
         with request_cache() as cache:
             for rung, count in enumerate(rungs, 1):
                 result = self.scorer.measure(model, tokenizer, self.search_part, count=count, cache=cache)
                 record.fidelity = count
+                questions = len({(x.task, x.doc_id) for x in result.samples})
                 if outcome is not None:
-                    outcome.questions += len({(x.task, x.doc_id) for x in result.samples}) - len(reported)
+                    outcome.questions += questions - scored
+                scored = questions
                 self._report(trial, result, reported)
                 if rung < len(rungs) and trial.should_prune():
                     self._set_objective(record, result.summary, result.summary_stderr)
