@@ -2,8 +2,9 @@
 
 lm-eval 0.4 gives no public call for "the documents a task scores" or "the hash it logs for a
 document", and its ``samples=`` argument has two sharp edges. Everything the harness relies on
-is here, so an upgrade that moves it fails in ``tests/test_lm_eval_compat.py``, loudly, and not
-as silently wrong partitions or question ids.
+is here, so an upgrade that moves it fails the boundary test in ``tests/test_selection.py``
+(``test_chosen_questions_are_the_scored_ones_with_lm_evals_hash``), loudly, and not as silently
+wrong partitions or question ids.
 """
 
 from __future__ import annotations

@@ -28,7 +28,7 @@ Questions = dict[str, list[int]]
 
 @dataclass(frozen=True)
 class SplitRule:
-    """How a study divides each task's documents (data in the space file: ``split:``)."""
+    """How a study divides each task's documents (data in the space file: ``selection:``)."""
 
     heldout_fraction: float = 0.5
     seed: int = 0
@@ -81,9 +81,6 @@ class QuestionOrder:
             if picked:
                 chosen[task] = sorted(picked)
         return chosen
-
-    def sizes(self, partition: Partition) -> dict[str, int]:
-        return {t: len(o.search if partition == "search" else o.heldout) for t, o in self.tasks.items()}
 
 
 @lru_cache(maxsize=16)

@@ -299,7 +299,7 @@ class SearchRunner:
             scored.append(record)
         return scored
 
-    def _score_heldout(self, record: TrialRecord, model: Any, tokenizer: Any) -> None:
+    def _score_heldout(self, record: TrialRecord, model: Any, tokenizer: Any) -> Any:
         """Score on the held-out questions and add them to the row (its leaderboard numbers)."""
         result = self.scorer.measure(model, tokenizer, "heldout")
         values = self.space.objective.values(result.summary)
@@ -308,6 +308,7 @@ class SearchRunner:
             record.heldout_objective_stderr = self.space.objective.stderr(result.summary_stderr)
         record.eval_seconds = (record.eval_seconds or 0.0) + result.seconds
         self.scorer.record(record, result)
+        return result
 
     def run_one(self, outcome: SearchOutcome | None = None) -> str:
         """One trial, start to finish. Returns ok | reused | pruned | failed."""
@@ -381,10 +382,10 @@ class SearchRunner:
         # Told and recorded: a failure (or Ctrl-C) from here on leaves a complete trial.
         if status == "ok" and built is not None and self._in_top(record):
             try:
-                self._score_heldout(record, built.model, built.tokenizer)
+                heldout = self._score_heldout(record, built.model, built.tokenizer)
                 if outcome is not None:
                     outcome.confirmed += 1
-                    outcome.questions += self._count(record, "heldout")
+                    outcome.questions += _questions(heldout)
             except Exception as err:  # noqa: BLE001
                 self._warn(f"trial {trial.number}: held-out confirmation failed: {type(err).__name__}: {err}")
         del built
@@ -406,11 +407,11 @@ class SearchRunner:
             for rung, count in enumerate(rungs, 1):
                 result = self.scorer.measure(model, tokenizer, self.search_part, count=count, cache=cache)
                 record.fidelity = count
-                questions = len({(x.task, x.doc_id) for x in result.samples})
+                questions = _questions(result)
                 if outcome is not None:
                     outcome.questions += questions - scored
                 scored = questions
-                self._report(trial, result, reported)
+                self._report(trial, result.samples, result.summary_parts, reported)
                 if rung < len(rungs) and trial.should_prune():
                     self._set_objective(record, result.summary, result.summary_stderr)
                     record.status = "pruned"
@@ -419,18 +420,13 @@ class SearchRunner:
                     return "pruned"
         return self._finish(trial, record, result.summary, result=result)
 
-    def _count(self, record: TrialRecord, partition: Partition) -> int:
-        sizes = self.scorer.order.sizes(partition)
-        cap = self.scorer.count(partition)
-        return sum(n if cap is None else min(n, cap) for n in sizes.values())
-
-    def _report(self, trial: Any, result: Any, reported: set[int]) -> None:
+    def _report(
+        self, trial: Any, samples: list[Sample], parts: dict[str, Composition], reported: set[int]
+    ) -> None:
         """Tell the pruner each new question's share of the objective (step = question id)."""
         if len(self.space.objective.directions) > 1:
             return  # Optuna prunes single-objective studies only
-        values = question_values(
-            result.samples, result.summary_parts, self.space.objective.weights, self._step
-        )
+        values = question_values(samples, parts, self.space.objective.weights, self._step)
         for step, value in values.items():
             if step not in reported:
                 trial.report(value, step)
@@ -439,8 +435,6 @@ class SearchRunner:
     def _report_stored(self, trial: Any, source_id: str) -> None:
         """A reused trial reports its source's per-question values: it may become the best
         trial, against which the pruner compares."""
-        if len(self.space.objective.directions) > 1:
-            return
         parts = (self.search_part,)
         samples = [
             Sample(r["task"], r["num_fewshot"], r["doc_id"], r["doc_hash"], r["metric"], r["value"], None)
@@ -449,9 +443,7 @@ class SearchRunner:
         composition: dict[str, Composition] = {}
         for r in self.board.summary_parts([source_id], partitions=parts):
             composition.setdefault(r["name"], {})[(r["task"], r["metric"], r["num_fewshot"])] = r["weight"]
-        values = question_values(samples, composition, self.space.objective.weights, self._step)
-        for step, value in values.items():
-            trial.report(value, step)
+        self._report(trial, samples, composition, set())
 
     def _step(self, task: str, doc_id: int) -> int:
         """A question's id for the pruner: the same for every trial of the study."""
@@ -556,3 +548,8 @@ class SearchRunner:
             return f"pareto front: {len(self.study.best_trials)} trials"
         best = max(done, key=lambda t: t.value)
         return escape(f"best {best.value:.4f} (#{best.number} {best.params.get('method')})")
+
+
+def _questions(result: Any) -> int:
+    """How many questions a result scored (question-evaluations, whatever the metrics)."""
+    return len({(x.task, x.doc_id) for x in result.samples})
