@@ -7,7 +7,7 @@ TORCH_SPEC ?= torch==2.13.0
 BUDGET ?= 50
 PYTEST_ARGS ?=
 
-.PHONY: install browser test test-fast search assets report lint clean
+.PHONY: install browser postgres test test-fast search assets report lint clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -25,10 +25,15 @@ install: $(VENV)/.installed
 browser:
 	bash scripts/install-browser.sh
 
-test: install browser
+# Debian's PostgreSQL server binaries for the multi-worker tests (each test run starts its own
+# server on 127.0.0.1 in a temporary folder and stops it).
+postgres:
+	bash scripts/install-postgres.sh
+
+test: install browser postgres
 	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(BIN)/pytest $(PYTEST_ARGS)
 
-test-fast: install browser
+test-fast: install browser postgres
 	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(BIN)/pytest -m "not slow" $(PYTEST_ARGS)
 
 lint: install

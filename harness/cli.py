@@ -175,10 +175,20 @@ def search(
     study: Annotated[str | None, typer.Option(help="Study name (default: the space's name).")] = None,
     storage: Annotated[
         str | None,
-        typer.Option(help="Optuna storage URL (default: a journal file under results/)."),
+        typer.Option(
+            help="Optuna storage: a *.journal file (workers on one machine; default: under "
+            "results/) or postgresql://user@host/db (workers on several machines)."
+        ),
     ] = None,
     limit: Annotated[int | None, typer.Option(help="Questions per task (overrides the space).")] = None,
     device: Annotated[str | None, typer.Option(help="cpu, cuda, ... (default: cuda if available).")] = None,
+    heartbeat: Annotated[
+        float,
+        typer.Option(
+            help="Seconds between a worker's heartbeats on a postgresql:// storage; a trial whose "
+            "worker misses two is failed and its parameters re-run."
+        ),
+    ] = 60.0,
     report: Annotated[
         bool, typer.Option("--report/--no-report", help="Regenerate the HTML report at the end.")
     ] = True,
@@ -198,6 +208,8 @@ def search(
 
     if budget <= 0:
         raise HarnessError(f"--budget must be >= 1, got {budget}", "pass a positive number of trials")
+    if not 1 <= heartbeat <= 3600:
+        raise HarnessError(f"--heartbeat must be 1..3600 seconds, got {heartbeat}", "pass e.g. 60")
     check_device(device)
     if report:  # a finished search must not fail on its report's path: check it first
         check_output_file(report_out, "--report-out")
@@ -213,6 +225,7 @@ def search(
             limit=limit,
             device=device,
             confirm_top=confirm_top,
+            heartbeat=heartbeat,
         ),
         console=console,
     )
@@ -234,6 +247,60 @@ def search(
             console.print(f"report: {escape(str(files.html))} ({files.trials} trials)")
         except (HarnessError, StoreUnavailable) as err:
             console.print(f"[yellow]report not written[/]: {escape(str(err))}")
+
+
+@app.command()
+@user_errors
+def nightly(
+    space: Annotated[Path, typer.Option(help="Search-space YAML.")] = Path("search/demo.yaml"),
+    budget: Annotated[int, typer.Option(help="Trials added to the study tonight.")] = 10,
+    study: Annotated[str | None, typer.Option(help="Study name (default: the space's name).")] = None,
+    storage: Annotated[
+        str | None,
+        typer.Option(help="Optuna storage: a *.journal file or postgresql://... (default: under results/)."),
+    ] = None,
+    device: Annotated[str | None, typer.Option(help="cpu, cuda, ... (default: cuda if available).")] = None,
+    report_out: Annotated[Path, typer.Option(help="Where the HTML report goes.")] = DEFAULT_REPORT,
+    summary: Annotated[Path, typer.Option(help="Markdown summary file (also printed).")] = Path(
+        "results/nightly.md"
+    ),
+    db: DbOption = DEFAULT_DB,
+) -> None:
+    """One scheduled sweep: add trials, re-score the best recipe, flag a regression, report.
+
+    Exit 0 when all is well, 1 when the best recipe's re-score is significantly worse than its
+    previous measurement (paired test on the same held-out questions), 2 on bad input.
+    """
+    from harness.build.loading import check_device
+    from harness.paths import check_output_file
+    from harness.report import generate_report
+    from harness.search import SearchOptions, SearchRunner, load_space
+    from harness.search.nightly import run_nightly, summary_markdown
+
+    if budget < 0:
+        raise HarnessError(f"--budget must be >= 0, got {budget}", "pass the number of trials to add")
+    check_device(device)
+    check_output_file(report_out, "--report-out")
+    check_output_file(summary, "--summary")
+    loaded = load_space(space)
+    _stop_on_sigterm()
+    runner = SearchRunner(
+        loaded,
+        SearchOptions(budget=max(budget, 1), db=db, study_name=study, storage=storage, device=device),
+        console=console,
+    )
+    outcome = run_nightly(runner, budget)
+    report_path = None
+    try:  # a report problem must never hide the night's verdict
+        report_path = generate_report(db, report_out).html
+    except (HarnessError, StoreUnavailable) as err:
+        outcome.problems.append(f"report not written: {err}")
+    text = summary_markdown(outcome, report_path)
+    summary.parent.mkdir(parents=True, exist_ok=True)
+    summary.write_text(text, encoding="utf-8")
+    typer.echo(text)
+    if outcome.regression:
+        raise typer.Exit(code=1)
 
 
 @app.command("report")

@@ -43,3 +43,12 @@ def isolated_home(tmp_path, monkeypatch) -> Path:
     home = tmp_path / "harness_home"
     monkeypatch.setenv("HARNESS_HOME", str(home))
     return home
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    """A real PostgreSQL server on 127.0.0.1 for the session (``tests/postgres.py``)."""
+    from tests.postgres import running_server
+
+    with running_server() as server:
+        yield server

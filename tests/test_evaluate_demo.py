@@ -30,4 +30,4 @@ def test_demo_model_scores_real_mmlu_subject(monkeypatch) -> None:
     assert row.data_source == "demo:hails/mmlu_no_train/anatomy/test"
     assert row.n_samples == 20 and row.num_fewshot == 0
     assert 0.2 <= row.value <= 0.6
-    assert result.summary == {"mmlu_anatomy": row.value}
+    assert result.summary == {"mmlu_anatomy_0shot_acc": row.value}  # a bare task: its setting in the key

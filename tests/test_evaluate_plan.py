@@ -84,7 +84,8 @@ def test_registry_is_data_and_summary_keys_follow_it() -> None:
         "kmmlu",
         "kmmlu_micro",
     }
-    assert summary_keys(["arc_easy"]) == {"arc_easy"}
+    assert summary_keys(["arc_easy"]) == {"arc_easy_0shot_acc"}  # a bare task: its setting in the key
+    assert summary_keys(["tinyArc"]) == {"tinyArc_25shot_acc_norm"}
     assert CPU_QUICK["limit"] == 20 and PROFILES["cpu-quick"] is CPU_QUICK
 
 
@@ -135,9 +136,9 @@ def test_runs_share_tasks_and_group_by_fewshot(data: Path) -> None:
     plan = plan_evaluation(["h4", "mmlu", "mmlu_anatomy", "kmmlu"], data_dir=data)
     runs = {(r.num_fewshot, tuple(r.tasks)) for r in plan.runs}
     # mmlu appears once at 5-shot (h4 and mmlu share it), with kmmlu in the same call;
-    # mmlu_anatomy at its YAML default is a separate (0-shot) run.
+    # mmlu_anatomy in its YAML setting (0-shot, named in its key) joins the 0-shot run.
     assert (5, ("mmlu", "kmmlu")) in runs or (5, ("kmmlu", "mmlu")) in runs
-    assert (None, ("mmlu_anatomy",)) in runs
+    assert (0, ("truthfulqa_mc2", "mmlu_anatomy")) in runs
     assert sum(1 for r in plan.runs for t in r.tasks if t == "mmlu") == 1
 
 

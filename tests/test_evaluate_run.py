@@ -318,3 +318,20 @@ def test_every_aggregate_is_recomputable_from_the_samples(data: Path, tiny, tmp_
         assert recomputed[key] == pytest.approx(value, abs=1e-12), key
     # The split each document came from (the fixtures have no ARC test split: validation).
     assert splits["arc_challenge"] == "validation" and splits["mmlu_anatomy"] == "test"
+
+
+def test_bare_task_key_names_its_setting_and_never_fills_a_board_column(data: Path, tiny, tmp_path) -> None:
+    """`harness eval M --suite arc_challenge` measures ARC-C in its YAML setting (0-shot, acc):
+    stored under a key saying so, it never lands in H4's 25-shot acc_norm column."""
+    from harness.record import Leaderboard, TrialRecord
+
+    _, model, tokenizer = tiny
+    result = evaluate_model(model, tokenizer, ["arc_challenge"], limit=2, data_dir=data, progress=False)
+    zero_shot = _rows(result, "arc_challenge")["acc"]
+    assert zero_shot.num_fewshot == 0
+    assert result.summary == {"arc_challenge_0shot_acc": zero_shot.value}
+    db = tmp_path / "lb.duckdb"
+    Leaderboard(db).record(TrialRecord(name="tiny", source="eval"), result)
+    (row,) = Leaderboard(db).ranking()
+    assert row["arc_challenge"] is None and row["average"] is None
+    assert row["arc_challenge_0shot_acc"] == zero_shot.value

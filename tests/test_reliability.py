@@ -265,7 +265,7 @@ def _tiny_space(tmp_path: Path, tiny_models, **overrides) -> Path:
         },
         "suites": ["arc_challenge"],
         "limit": 2,
-        "objective": {"maximize": {"arc_challenge": 1.0}},
+        "objective": {"maximize": {"arc_challenge_0shot_acc": 1.0}},
     }
     space.update(overrides)
     path = tmp_path / "space.yaml"

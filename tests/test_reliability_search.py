@@ -46,7 +46,7 @@ def space_file(tmp_path: Path, tiny_models, data: Path, weights: list[float]) ->
         "suites": ["arc_challenge"],
         "limit": 3,
         "data_dir": str(data),
-        "objective": {"maximize": {"arc_challenge": 1.0}},
+        "objective": {"maximize": {"arc_challenge_0shot_acc": 1.0}},
         "sampler": {"name": "grid"} if len(weights) > 1 else {"name": "tpe", "seed": 0},
     }
     path = tmp_path / "space.yaml"
@@ -105,9 +105,12 @@ def test_a_trial_of_a_killed_worker_is_closed_on_resume(tmp_path, tiny_models, d
     assert rows(db, "SELECT status, trial_number FROM trials WHERE id = 'killed000001'") == [
         ("interrupted", 0)
     ]
-    outcome = runner.run()  # the interrupted trial does not use up the budget
+    queued = runner.study.get_trials()[1]  # its parameters, queued again
+    assert queued.state == TrialState.WAITING and queued.params == first.params
+    outcome = runner.run()  # the interrupted trial does not use up the budget; the re-run does
     assert outcome.finished == 1
     assert [t.state for t in runner.study.get_trials()] == [TrialState.FAIL, TrialState.COMPLETE]
+    assert runner.study.get_trials()[1].params["method"] == "linear"
 
 
 def test_a_trial_recorded_just_before_its_worker_died_keeps_its_score(tmp_path, tiny_models, data):
@@ -119,6 +122,7 @@ def test_a_trial_recorded_just_before_its_worker_died_keeps_its_score(tmp_path, 
     orphan.set_user_attr("leaderboard_id", "recorded0001")
     scored = result(0.625, 0.4)
     scored.partition = "search"  # a trial's objective is measured on the study's search questions
+    scored.summary["arc_challenge_0shot_acc"] = 0.625  # the space's objective key
     runner.board.record(
         TrialRecord(name="faults#0", source="search", study="faults", trial_number=0, id="recorded0001"),
         scored,

@@ -64,7 +64,7 @@ def write_space(tmp_path: Path, tiny_models, data: Path, **overrides) -> Path:
         "suites": ["arc_challenge"],
         "limit": 4,
         "data_dir": str(data),
-        "objective": {"maximize": {"arc_challenge": 1.0}},
+        "objective": {"maximize": {"arc_challenge_0shot_acc": 1.0}},
         "sampler": {"name": "tpe", "seed": 3},
         "selection": {"heldout_limit": 4},
     }
@@ -115,7 +115,7 @@ def test_three_trials_then_resume_to_five(tmp_path, tiny_models, data):
     errors = db_rows(
         tmp_path,
         "SELECT t.objective_stderr, s.stderr FROM trials t JOIN suite_scores s ON s.trial_id = t.id "
-        "WHERE s.name = 'arc_challenge' AND s.partition = 'search'",
+        "WHERE s.name = 'arc_challenge_0shot_acc' AND s.partition = 'search'",
     )
     assert len(errors) == 3 and all(a is not None and a == pytest.approx(b) for a, b in errors)
 

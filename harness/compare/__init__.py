@@ -16,7 +16,8 @@ import numpy as np
 from harness.compare.stats import PairedTest, TaskDiffs, holm, paired_test
 from harness.errors import HarnessError
 from harness.evaluate.results import Composition, mix_compositions
-from harness.record import AVERAGED, Leaderboard
+from harness.evaluate.suites import AVERAGED
+from harness.record import Leaderboard
 
 Leaf = tuple[str, str, int | None]
 

@@ -354,19 +354,6 @@ def collect(
     return result
 
 
-def _lm_eval_aggregates(node: Node) -> bool:
-    """Whether lm-eval reports a number for the node itself (tasks, aggregating groups)."""
-    return node.kind == "task" or (node.kind == "group" and bool(node.metrics()))
-
-
-def _first_metric(node: Node) -> str | None:
-    """Headline metric when a part names none: lm-eval's first for the node or its tasks."""
-    if _lm_eval_aggregates(node):
-        return node.metrics()[0]
-    leaves = [leaf for leaf in node.leaves() if leaf.metrics()]
-    return leaves[0].metrics()[0] if leaves else None
-
-
 def _macro(
     node: Node, metric: str, shots: int | None, values: dict[tuple[str, int | None], dict[str, Any]]
 ) -> tuple[float | None, float | None, int | None]:
@@ -424,14 +411,14 @@ def _headlines(
     for part in suite.parts:
         target: Target = plan.part_target(part)
         node = target.node
-        metric = part.metric or _first_metric(node)
+        metric = part.metric or node.headline_metric()
         for key, how in (part.headlines or {part.task: "lm_eval"}).items():
             sources[key] = describe(node)
             if metric is None:
                 summary.setdefault(key, None)
                 continue
             # Tags and non-aggregating groups have no lm-eval number: use the macro mean.
-            macro = how == "macro" or not _lm_eval_aggregates(node)
+            macro = how == "macro" or not node.aggregates
             by_size = not macro and (node.kind == "task" or _weights_by_size(node, metric))
             parts = _composition(node, metric, part.num_fewshot, values, shots_of, by_size)
             if macro:

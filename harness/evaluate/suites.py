@@ -4,7 +4,7 @@ A suite is data (:class:`Suite`). The built-in ones are :data:`SUITES` (never ch
 time); a search space passes its own :class:`Suite` objects wherever a suite name goes
 (:data:`SuiteRef`). Nothing downstream branches on suite names. Any lm-eval task, group or
 tag name is also accepted as a suite of its own (its YAML defaults, headline = its first
-metric).
+metric, under a key that names them: ``arc_challenge_0shot_acc``).
 
 * ``h4``: ARC-Challenge 25-shot acc_norm, HellaSwag 10-shot acc_norm, MMLU 5-shot acc,
   TruthfulQA ``truthfulqa_mc2`` 0-shot acc; ``h4`` = their mean, with MMLU as the macro mean
@@ -96,6 +96,44 @@ SUITES: dict[str, Suite] = {
     ),
 }
 
+
+@dataclass(frozen=True)
+class Column:
+    """A leaderboard column: a summary key the built-in suites produce, how it is shown."""
+
+    key: str
+    label: str
+    help: str
+    averaged: bool = False  # one of the parts of the "average" column
+
+
+# The leaderboard's columns in table order (the one definition: the DB's ranking, the CLI,
+# the report and `harness compare` all read it). "average" is the mean of the averaged ones.
+_PARTS: tuple[Column, ...] = (
+    Column("h4", "H4", "Open LLM Leaderboard v1: mean of ARC-C, HellaSwag, MMLU macro, TruthfulQA"),
+    Column("arc_challenge", "ARC-C", "ARC-Challenge 25-shot acc_norm", averaged=True),
+    Column("hellaswag", "HellaSwag", "HellaSwag 10-shot acc_norm", averaged=True),
+    Column("mmlu_macro", "MMLU macro", "MMLU 5-shot acc, unweighted mean over the subjects (H4 part)"),
+    Column("truthfulqa_mc2", "TruthfulQA", "TruthfulQA mc2 0-shot", averaged=True),
+    Column("mmlu", "MMLU micro", "MMLU 5-shot acc, lm-eval's size-weighted group number", averaged=True),
+    Column("kmmlu", "KMMLU", "KMMLU 5-shot acc, macro mean over the subjects", averaged=True),
+)
+AVERAGED: tuple[str, ...] = tuple(c.key for c in _PARTS if c.averaged)
+BOARD_COLUMNS: tuple[Column, ...] = (
+    Column("average", "Average", "Mean of " + ", ".join(c.label for c in _PARTS if c.averaged)),
+    *_PARTS,
+)
+
+
+def board_keys() -> list[str]:
+    """Every summary key with a leaderboard column, the totals' partial keys included."""
+    keys = [c.key for c in BOARD_COLUMNS if c.key != "average"]
+    for suite in SUITES.values():
+        if suite.total is not None and suite.total.key in keys:
+            keys.insert(keys.index(suite.total.key) + 1, suite.total.partial_key)
+    return keys
+
+
 # Quick CPU runs (2 cores, SmolLM2-135M fp32, batch 8). ``limit`` is per lm-eval task, so it
 # multiplies by the subjects: measured at limit 20 on a busy machine, ARC-C 25-shot 5.4 min,
 # HellaSwag 10-shot 5.1 min, MMLU 5-shot 2-3.5 s per question (57 x 20: about an hour). Scores
@@ -122,7 +160,28 @@ def suite_for(name: SuiteRef) -> Suite:
         return SUITES[name]
     if name not in _known_lm_eval_names():
         raise _unknown(name)
-    return Suite(name=name, description=f"lm-eval task {name}", parts=(Part(name),))
+    return _bare_task_suite(name)
+
+
+def bare_task_key(task: str, shots: int | None, metric: str | None) -> str:
+    """The summary key of a bare lm-eval task: it names the setting measured, so a 0-shot
+    ``acc`` of ``arc_challenge`` never lands in H4's 25-shot ``acc_norm`` column."""
+    setting = f"{shots}shot" if shots is not None else "yamlshots"
+    return "_".join(p for p in (task, setting, (metric or "").split(",")[0]) if p)
+
+
+def _bare_task_suite(name: str) -> Suite:
+    """A one-part suite for an lm-eval task, group or tag in its YAML's own setting."""
+    from harness.evaluate.tasks import default_task_index, expand
+
+    node = expand(name, default_task_index())
+    shots, metric = node.default_shots(), node.headline_metric()
+    key = bare_task_key(name, shots, metric)
+    return Suite(
+        name=name,
+        description=f"lm-eval task {name}: {shots if shots is not None else 'its YAML'}-shot {metric or ''}".strip(),
+        parts=(Part(name, shots, metric, {key: "lm_eval"}),),
+    )
 
 
 def known_name(name: str) -> bool:

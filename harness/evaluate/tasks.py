@@ -252,6 +252,24 @@ class Node:
             aggregated = [aggregated]
         return [str(m["metric"]) for m in aggregated if isinstance(m, dict)]
 
+    @property
+    def aggregates(self) -> bool:
+        """Whether lm-eval reports a number for the node itself (tasks, aggregating groups)."""
+        return self.kind == "task" or (self.kind == "group" and bool(self.metrics()))
+
+    def headline_metric(self) -> str | None:
+        """The headline metric when a suite part names none: lm-eval's first for the node or its tasks."""
+        if self.aggregates:
+            return self.metrics()[0]
+        leaves = [leaf for leaf in self.leaves() if leaf.metrics()]
+        return leaves[0].metrics()[0] if leaves else None
+
+    def default_shots(self) -> int | None:
+        """The shots lm-eval uses when a run names none: the YAML's ``num_fewshot`` (0 when
+        unset); None when the leaf tasks' defaults differ."""
+        shots = {int(leaf.cfg.get("num_fewshot") or 0) for leaf in self.leaves()}
+        return shots.pop() if len(shots) == 1 else None
+
 
 def _as_list(value: Any) -> list[Any]:
     if value is None:

@@ -35,6 +35,7 @@ import duckdb
 
 from harness.errors import HarnessError, StoreUnavailable
 from harness.evaluate.results import EvalResult
+from harness.evaluate.suites import AVERAGED, board_keys
 from harness.paths import nearest_existing
 from harness.record.spool import Spool
 from harness.record.versions import harness_commit, library_versions
@@ -47,18 +48,8 @@ SCHEMA_VERSION = 4  # 2: suite_scores.stderr / data_source; 3: samples, summary_
 # only: a number the search optimised on is never ranked.
 BOARD_PARTITIONS = ("heldout", "all")
 
-# Headline columns in leaderboard order; "average" is the mean of the benchmark ones present.
-SUITE_COLUMNS = (
-    "h4",
-    "h4_partial",
-    "mmlu",
-    "mmlu_macro",
-    "kmmlu",
-    "arc_challenge",
-    "hellaswag",
-    "truthfulqa_mc2",
-)
-AVERAGED = ("arc_challenge", "hellaswag", "mmlu", "truthfulqa_mc2", "kmmlu")
+# Headline columns in leaderboard order, defined once with the suites.
+SUITE_COLUMNS = tuple(board_keys())
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key VARCHAR PRIMARY KEY, value VARCHAR);

@@ -12,6 +12,7 @@ import itertools
 import json
 from typing import Any
 
+from harness.evaluate.suites import BOARD_COLUMNS
 from harness.report.data import finite
 from harness.report.importance import is_number
 
@@ -25,16 +26,11 @@ PARETO_PREFERENCE = (
     ("h4", "mmlu"),
     ("arc_challenge", "hellaswag"),
 )
+# Axis titles: the leaderboard's own column labels, plus the summary keys without a column.
 LABELS = {
-    "h4": "H4",
+    **{c.key: c.label for c in BOARD_COLUMNS},
     "h4_partial": "H4 (partial)",
-    "mmlu": "MMLU micro",
-    "mmlu_macro": "MMLU macro",
-    "kmmlu": "KMMLU",
     "kmmlu_micro": "KMMLU micro",
-    "arc_challenge": "ARC-C",
-    "hellaswag": "HellaSwag",
-    "truthfulqa_mc2": "TruthfulQA",
 }
 MAX_PARAM_CHARTS = 6
 PARAMS_PER_STUDY = 3

@@ -19,20 +19,12 @@ import yaml
 
 from harness.errors import HarnessError
 from harness.evaluate.results import pooled_stderr
-from harness.record import AVERAGED, Leaderboard, harness_commit
+from harness.evaluate.suites import AVERAGED, BOARD_COLUMNS
+from harness.record import Leaderboard, harness_commit
 from harness.record.db import param_value
 
-# (key, label, tooltip) in table order: the average, H4 with its four parts, MMLU micro, KMMLU.
-SCORE_COLUMNS: tuple[tuple[str, str, str], ...] = (
-    ("average", "Average", "Mean of ARC-C, HellaSwag, MMLU (micro), TruthfulQA and KMMLU"),
-    ("h4", "H4", "Open LLM Leaderboard v1: mean of ARC-C, HellaSwag, MMLU macro, TruthfulQA"),
-    ("arc_challenge", "ARC-C", "ARC-Challenge 25-shot acc_norm"),
-    ("hellaswag", "HellaSwag", "HellaSwag 10-shot acc_norm"),
-    ("mmlu_macro", "MMLU macro", "MMLU 5-shot acc, unweighted mean over the subjects (H4 part)"),
-    ("truthfulqa_mc2", "TruthfulQA", "TruthfulQA mc2 0-shot"),
-    ("mmlu", "MMLU micro", "MMLU 5-shot acc, lm-eval's size-weighted group number"),
-    ("kmmlu", "KMMLU", "KMMLU 5-shot acc, macro mean over the subjects"),
-)
+# (key, label, tooltip) in table order: the leaderboard's columns, defined with the suites.
+SCORE_COLUMNS: tuple[tuple[str, str, str], ...] = tuple((c.key, c.label, c.help) for c in BOARD_COLUMNS)
 OBJECTIVE_COLUMN = (
     "objective",
     "Objective (search)",

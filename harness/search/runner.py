@@ -14,8 +14,11 @@ study goes on; Ctrl-C marks the running trial interrupted and a rerun resumes.
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import time
+import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,8 +34,11 @@ from harness.evaluate.questions import Partition
 from harness.evaluate.results import Composition, Sample
 from harness.pipeline import Scorer, Scoring, request_cache
 from harness.record import Leaderboard, TrialRecord
+from harness.search.optuna_compat import heartbeat, storage_trial_id
 from harness.search.space import SearchSpace
 from harness.search.study import (
+    DEFAULT_HEARTBEAT,
+    StaleTrials,
     check_storage,
     check_study_name,
     make_pruner,
@@ -56,6 +62,7 @@ class SearchOptions:
     limit: int | None = None  # overrides the space's per-task limit
     device: str | None = None
     confirm_top: int | None = None  # overrides the space's selection.confirm_top
+    heartbeat: float = DEFAULT_HEARTBEAT  # seconds between heartbeats on an RDB storage
 
 
 @dataclass
@@ -122,7 +129,10 @@ class SearchRunner:
         self.suites = self.scorer.suites
         # Without a split the objective's questions are the board's too ("all"), unconfirmed.
         self.search_part: Partition = "search" if self.selection.split else "all"
-        self.storage = open_storage(target)
+        with _quiet_experimental():
+            self.stale = StaleTrials()
+            self.stale.on_stale = self._record_stale
+            self.storage = open_storage(target, options.heartbeat, self.stale)
         self.study = self._open_study(sampler)
         self.claims = options.db.parent / f".{options.db.name}.claims"
         from harness.build import DonorPool
@@ -158,18 +168,63 @@ class SearchRunner:
         from optuna.trial import TrialState
 
         states = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
+        trials = self.study.get_trials(deepcopy=False)
+        retried = StaleTrials.retried(trials)  # a dead worker's trial, queued again: not finished
         return [
             t
-            for t in self.study.get_trials(deepcopy=False, states=states)
-            if not t.user_attrs.get(INTERRUPTED)
+            for t in trials
+            if t.state in states and not t.user_attrs.get(INTERRUPTED) and t.number not in retried
         ]
+
+    def fail_stale_trials(self) -> None:
+        """Fail (and re-queue) RDB-storage trials whose worker stopped beating (any host)."""
+        from optuna.storages import fail_stale_trials
+
+        with _quiet_experimental():
+            fail_stale_trials(self.study)
+
+    def _record_stale(self, frozen: Any) -> bool:
+        """A trial whose worker stopped beating was failed: mark its row interrupted, unless
+        the worker recorded its result before it died (then the result stands and the trial is
+        not run again). Returns whether to re-queue its parameters."""
+        row_id = frozen.user_attrs.get(LEADERBOARD_ID)
+        try:
+            row = self.board.trial(row_id) if row_id else None
+        except StoreUnavailable:
+            row = None
+        if row is not None and row["status"] in ("ok", "pruned"):
+            self._warn(f"trial {frozen.number}: its worker stopped after recording it; its row stands")
+            return False
+        self._record_interrupted(
+            frozen, "stopped beating during this trial (killed or lost); its parameters are queued again"
+        )
+        self._warn(f"trial {frozen.number} was left RUNNING by a worker that stopped beating: re-queued")
+        return True
+
+    def _record_interrupted(self, frozen: Any, what: str) -> None:
+        """The leaderboard row of a trial whose worker is gone: interrupted, with who and why."""
+        worker = frozen.user_attrs.get(WORKER) or {}
+        record = TrialRecord(
+            name=f"{self.study_name}#{frozen.number}",
+            source="search",
+            status=INTERRUPTED,
+            error=f"worker pid {worker.get('pid')} on {worker.get('host')} {what}",
+            study=self.study_name,
+            trial_number=frozen.number,
+            params=dict(frozen.params),
+        )
+        row_id = frozen.user_attrs.get(LEADERBOARD_ID)
+        if row_id:
+            record.id = row_id
+        self.scorer.record(record)
 
     def close_dead_trials(self) -> int:
         """Close RUNNING trials whose worker process on this host is gone (``kill -9``, OOM).
 
         A trial that was already recorded before its worker died is told its recorded score
-        (nothing completed is lost); otherwise it is recorded as interrupted on both sides and
-        does not count towards the budget. Returns how many were closed.
+        (nothing completed is lost); otherwise it is recorded as interrupted on both sides, does
+        not count towards the budget, and its parameters are queued again (the same rule as a
+        heartbeat-stale trial on an RDB storage). Returns how many were closed.
         """
         import optuna
         from optuna.trial import TrialState
@@ -188,7 +243,7 @@ class SearchRunner:
                 )
             try:
                 if values is None:
-                    self.storage.set_trial_user_attr(frozen._trial_id, INTERRUPTED, True)
+                    self.storage.set_trial_user_attr(storage_trial_id(frozen), INTERRUPTED, True)
                     self.study.tell(frozen.number, state=TrialState.FAIL)
                 else:
                     self.study.tell(frozen.number, values)
@@ -196,19 +251,11 @@ class SearchRunner:
                 continue  # another process closed it first
             closed += 1
             if values is None:
-                record = TrialRecord(
-                    name=f"{self.study_name}#{frozen.number}",
-                    source="search",
-                    status=INTERRUPTED,
-                    error=f"worker pid {worker.get('pid')} on {worker.get('host')} died during this "
-                    "trial (killed?); closed by a later run",
-                    study=self.study_name,
-                    trial_number=frozen.number,
-                    params=dict(frozen.params),
+                self._record_interrupted(
+                    frozen, "died during this trial (killed?); its parameters are queued again"
                 )
-                if row_id:
-                    record.id = row_id
-                self.scorer.record(record)
+                with _quiet_experimental():
+                    self.stale.retry(self.study, frozen)  # as a heartbeat-stale trial is
             self._warn(
                 f"trial {frozen.number} was left RUNNING by dead worker pid {worker.get('pid')}: "
                 + ("closed with its recorded score" if values is not None else "marked interrupted")
@@ -238,6 +285,7 @@ class SearchRunner:
                 if self._grid_exhausted():
                     self._warn("the grid is exhausted: every grid point has been tried")
                     break
+                self.fail_stale_trials()
                 status = self.run_one(outcome)
                 outcome.ran += status == "ok"
                 outcome.reused += status == "reused"
@@ -310,9 +358,60 @@ class SearchRunner:
         self.scorer.record(record, result)
         return result
 
+    def rescore(self, row_id: str, label: str) -> TrialRecord:
+        """Build a recorded trial's recipe again and score it on the board's questions (the
+        held-out part, or all of them without a split) as a new row: a later measurement of
+        the same recipe, to compare per question with the earlier one (``harness nightly``)."""
+        import yaml
+
+        from harness.build import build_model
+        from harness.recipe import recipe_from_dict, resolve_recipe
+
+        row = self.board.trial(row_id)
+        if row is None or not row.get("recipe_yaml"):
+            raise HarnessError(f"trial {row_id!r} has no recorded recipe", "pick a search trial")
+        record = self.scorer.describe(
+            TrialRecord(
+                name=f"{row['name']} ({label})",
+                source="nightly",
+                study=self.study_name,
+                recipe_yaml=row["recipe_yaml"],
+                recipe_hash=row["recipe_hash"],
+                merge_method=row["merge_method"],
+                align_method=row["align_method"],
+            )
+        )
+        recipe = recipe_from_dict(yaml.safe_load(row["recipe_yaml"]), where=f"trial {row_id}")
+        built = build_model(
+            resolve_recipe(recipe, where=record.name), pool=self.pool, device=self.options.device
+        )
+        record.build_seconds, record.num_parameters, record.dtype = (
+            built.seconds,
+            built.num_parameters,
+            built.dtype,
+        )
+        record.align_steps = built.align_steps
+        record.objective_weights = self.space.objective.weights
+        try:
+            if self.search_part == "search":
+                self._score_heldout(record, built.model, built.tokenizer)
+            else:
+                result = self.scorer.measure(built.model, built.tokenizer, self.search_part)
+                self._set_objective(record, result.summary, result.summary_stderr)
+                self.scorer.record(record, result)
+        finally:
+            del built
+            gc.collect()
+        return record
+
     def run_one(self, outcome: SearchOutcome | None = None) -> str:
-        """One trial, start to finish. Returns ok | reused | pruned | failed."""
-        trial = self.study.ask()
+        """One trial, start to finish, beating while it runs. Returns ok | reused | pruned | failed."""
+        with _quiet_experimental():  # Optuna warns that heartbeats are meant for optimize()
+            trial = self.study.ask()
+        with heartbeat(self.storage, trial):
+            return self._run_trial(trial, outcome)
+
+    def _run_trial(self, trial: Any, outcome: SearchOutcome | None) -> str:
         record = self.scorer.describe(
             TrialRecord(
                 name=f"{self.study_name}#{trial.number}",
@@ -553,3 +652,15 @@ class SearchRunner:
 def _questions(result: Any) -> int:
     """How many questions a result scored (question-evaluations, whatever the metrics)."""
     return len({(x.task, x.doc_id) for x in result.samples})
+
+
+@contextlib.contextmanager
+def _quiet_experimental() -> Iterator[None]:
+    """Optuna flags its heartbeat API experimental, and meant for ``optimize``; the search
+    drives ask/tell itself and starts the heartbeat (``optuna_compat``)."""
+    import optuna
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed")
+        yield

@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import re
+import time
 import warnings
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -64,8 +65,46 @@ def check_storage(url: str | None, default_path: Path, warn: Callable[[str], Non
     return target
 
 
-def open_storage(target: str) -> Any:
-    """An Optuna storage for a target checked by :func:`check_storage` (this creates it)."""
+DEFAULT_HEARTBEAT = 60.0  # seconds between a worker's heartbeats on an RDB storage
+MAX_RETRY = 2  # a trial whose worker died is re-run with the same parameters at most this often
+
+
+class StaleTrials:
+    """Optuna's stale-trial callback for RDB storages: a trial whose worker stopped beating
+    (``kill -9``, a lost machine) is failed by the next worker that looks. This hands it to
+    ``on_stale`` (the search records its leaderboard row) and, unless ``on_stale`` says its
+    result is already recorded, re-queues its parameters (Optuna's retry callback)."""
+
+    def __init__(self, max_retry: int = MAX_RETRY) -> None:
+        from optuna.storages import RetryHeartbeatStaleTrialCallback
+
+        self.retry = RetryHeartbeatStaleTrialCallback(max_retry=max_retry)
+        self.on_stale: Callable[[Any], bool] | None = None  # FrozenTrial -> retry it?
+
+    def __call__(self, study: Any, trial: Any) -> None:
+        if self.on_stale is None or self.on_stale(trial):
+            self.retry(study, trial)
+
+    @staticmethod
+    def retried(trials: Iterable[Any]) -> set[int]:
+        """Numbers of the trials that were re-queued by a retry (they do not count as finished)."""
+        from optuna.storages import RetryHeartbeatStaleTrialCallback
+
+        done: set[int] = set()
+        with warnings.catch_warnings():  # experimental in Optuna, stable since 2.8
+            warnings.simplefilter("ignore")
+            for t in trials:
+                if RetryHeartbeatStaleTrialCallback.retried_trial_number(t) is not None:
+                    done.update(RetryHeartbeatStaleTrialCallback.retry_history(t))
+        return done
+
+
+def open_storage(target: str, heartbeat: float = DEFAULT_HEARTBEAT, stale: StaleTrials | None = None) -> Any:
+    """An Optuna storage for a target checked by :func:`check_storage` (this creates it).
+
+    RDB storages (PostgreSQL across machines) get heartbeats every ``heartbeat`` seconds and a
+    grace period of two beats; ``stale`` handles the trials of workers that stopped beating.
+    """
     import optuna
     from optuna.storages import JournalStorage
     from optuna.storages.journal import JournalFileBackend
@@ -75,7 +114,22 @@ def open_storage(target: str) -> Any:
             path = Path(target)
             path.parent.mkdir(parents=True, exist_ok=True)
             return JournalStorage(JournalFileBackend(str(path)))
-        return optuna.storages.RDBStorage(target)
+        interval = max(1, round(heartbeat))
+        for attempt in range(5):
+            try:
+                return optuna.storages.RDBStorage(
+                    target,
+                    heartbeat_interval=interval,
+                    grace_period=2 * interval,
+                    heartbeat_stale_trial_callback=stale or StaleTrials(),
+                )
+            except Exception as err:  # noqa: BLE001
+                # Workers started together race to create Optuna's tables (PostgreSQL:
+                # duplicate key in pg_type): the loser retries and finds them made.
+                if attempt == 4 or "duplicate key" not in str(err) and "already exists" not in str(err):
+                    raise
+                time.sleep(0.5 * (attempt + 1))
+        raise AssertionError("unreachable")
     except Exception as err:  # noqa: BLE001  (any driver error means: cannot open)
         raise HarnessError(
             f"cannot open Optuna storage {target!r}: {str(err).splitlines()[0][:200]}",

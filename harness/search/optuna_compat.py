@@ -1,0 +1,28 @@
+"""The one place that touches Optuna's private API (pinned by ``tests/test_optuna_compat.py``).
+
+Optuna's heartbeat runs inside ``study.optimize`` only; the search drives trials with
+ask/tell, so it starts the same heartbeat thread itself. Closing a trial left RUNNING by a
+dead process needs its storage id, which Optuna keeps private on ``FrozenTrial``.
+If an Optuna upgrade moves either, the boundary test fails by name.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from typing import Any
+
+
+def storage_trial_id(trial: Any) -> int:
+    """The storage's id of a Trial or FrozenTrial (not its number)."""
+    return int(trial._trial_id)
+
+
+@contextlib.contextmanager
+def heartbeat(storage: Any, trial: Any) -> Iterator[None]:
+    """Beat for ``trial`` while the block runs, when ``storage`` has heartbeats enabled (RDB
+    storage with ``heartbeat_interval``); a no-op otherwise."""
+    from optuna.storages._heartbeat import get_heartbeat_thread
+
+    with get_heartbeat_thread(storage_trial_id(trial), storage):
+        yield

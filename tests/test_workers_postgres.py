@@ -1,0 +1,154 @@
+"""Many workers, one study, on a real PostgreSQL server (issue 12): three `harness search`
+processes share an RDB-storage study and one leaderboard; one is killed with SIGKILL mid-trial.
+Real builds, real lm-eval, real processes."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import duckdb
+import optuna
+import pytest
+import yaml
+from optuna.storages import RetryHeartbeatStaleTrialCallback
+from optuna.trial import TrialState
+
+from harness.record import Leaderboard
+from tests.fixtures.evaluate_data import build_data_dir
+
+pytestmark = pytest.mark.usefixtures("eval_env")
+WEIGHTS = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8]
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory) -> Path:
+    return build_data_dir(tmp_path_factory.mktemp("eval_data"), parts=("arc",))
+
+
+def _space(tmp_path: Path, tiny_models, data: Path) -> Path:
+    space = {
+        "name": "many",
+        "models": {k: str(v) for k, v in tiny_models.items() if k != "wide"},
+        "methods": {
+            "linear": {
+                "merge_method": "linear",
+                "models": [
+                    {"model": "$donor_a", "parameters": {"weight": {"choice": WEIGHTS}}},
+                    {"model": "$donor_b", "parameters": {"weight": 0.5}},
+                ],
+            }
+        },
+        "suites": ["arc_challenge"],
+        "limit": 3,
+        "data_dir": str(data),
+        "objective": {"maximize": {"arc_challenge_0shot_acc": 1.0}},
+        "sampler": {"name": "random", "seed": 0},
+    }
+    path = tmp_path / "space.yaml"
+    path.write_text(yaml.safe_dump(space))
+    return path
+
+
+def _workers(
+    n: int, tmp_path: Path, space: Path, url: str, budget: int, eval_env: Path
+) -> list[subprocess.Popen]:
+    cmd = [
+        sys.executable,
+        "-m",
+        "harness.cli",
+        "search",
+        "--space",
+        str(space),
+        "--db",
+        str(tmp_path / "lb.duckdb"),
+    ]
+    cmd += ["--storage", url, "--budget", str(budget), "--heartbeat", "1", "--no-report"]
+    environ = {**os.environ, "HARNESS_HOME": str(eval_env), "HF_DATASETS_CACHE": str(tmp_path / "hf")}
+    return [
+        subprocess.Popen(cmd, env=environ, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        for _ in range(n)
+    ]
+
+
+def _board(db: Path) -> list[tuple]:
+    with duckdb.connect(str(db), read_only=True) as con:
+        return con.execute(
+            "SELECT trial_number, status, id FROM trials WHERE source = 'search' ORDER BY trial_number"
+        ).fetchall()
+
+
+def _finished_once(study: optuna.Study, db: Path) -> None:
+    """Every finished Optuna trial has exactly one leaderboard row, with its outcome."""
+    board = _board(db)
+    numbers = [n for n, _, _ in board]
+    assert len(numbers) == len(set(numbers)), board
+    status = {n: s for n, s, _ in board}
+    for t in study.get_trials():
+        assert t.state != TrialState.RUNNING, t.number
+        if t.state == TrialState.COMPLETE:
+            assert status.get(t.number) == "ok", (t.number, board)
+    assert Leaderboard(db).pending() == 0
+
+
+def test_three_workers_share_one_study_and_one_board(tmp_path, tiny_models, data, postgres, eval_env):
+    url = postgres.database()
+    workers = _workers(3, tmp_path, _space(tmp_path, tiny_models, data), url, 6, eval_env)
+    logs = [w.communicate(timeout=900)[0] for w in workers]
+    assert [w.returncode for w in workers] == [0, 0, 0], logs
+    study = optuna.load_study(study_name="many", storage=url)
+    complete = [t for t in study.get_trials() if t.state == TrialState.COMPLETE]
+    assert 6 <= len(complete) <= 8, [t.state for t in study.get_trials()]  # each stops at the budget
+    hosts = {t.user_attrs["worker"]["pid"] for t in complete}
+    assert len(hosts) >= 2, "the trials were not shared between the workers"
+    _finished_once(study, tmp_path / "lb.duckdb")
+
+
+def test_a_killed_worker_loses_nothing_and_its_trial_is_retried(
+    tmp_path, tiny_models, data, postgres, eval_env
+):
+    url = postgres.database()
+    workers = _workers(3, tmp_path, _space(tmp_path, tiny_models, data), url, 6, eval_env)
+    victim, killed = workers[0], None
+    deadline = time.monotonic() + 300
+    while killed is None and time.monotonic() < deadline and victim.poll() is None:
+        try:
+            study = optuna.load_study(study_name="many", storage=url)
+        except KeyError:  # not created yet
+            time.sleep(0.2)
+            continue
+        for t in study.get_trials(states=(TrialState.RUNNING,)):
+            if t.user_attrs.get("worker", {}).get("pid") == victim.pid:
+                os.kill(victim.pid, signal.SIGKILL)  # mid-trial: built or scoring, not recorded
+                killed = t.number
+                break
+        time.sleep(0.05)
+    assert killed is not None, "the victim never ran a trial"
+    victim.wait(timeout=60)
+    logs = [w.communicate(timeout=900)[0] for w in workers[1:]]
+    assert [w.returncode for w in workers[1:]] == [0, 0], logs
+
+    study = optuna.load_study(study_name="many", storage=url)
+    trials = {t.number: t for t in study.get_trials()}
+    # Failed by a survivor: after the heartbeat grace period, or at once by the pid check of a
+    # worker on the same host that starts after the kill; either way its parameters re-run.
+    assert trials[killed].state == TrialState.FAIL
+    with warnings.catch_warnings():  # Optuna flags the retry helpers experimental
+        warnings.simplefilter("ignore")
+        retries = [
+            t for t in trials.values() if RetryHeartbeatStaleTrialCallback.retried_trial_number(t) == killed
+        ]
+    assert len(retries) == 1 and retries[0].params == trials[killed].params, logs
+    assert retries[0].state == TrialState.COMPLETE
+    db = tmp_path / "lb.duckdb"
+    status = {n: s for n, s, _ in _board(db)}
+    assert status[killed] == "interrupted" and status[retries[0].number] == "ok"
+    _finished_once(study, db)
+    # The budget counts finished trials; the killed one (re-run) does not count.
+    finished = [t for t in trials.values() if t.state == TrialState.COMPLETE]
+    assert len(finished) >= 6
