@@ -711,6 +711,15 @@ class Leaderboard:
         )
         return rows[0]["id"] if rows else None
 
+    def measurements(self, study: str, recipe_hash: str, source: str) -> list[str]:
+        """Ids of the ok rows of this study measuring this recipe from ``source``, oldest first."""
+        rows = self._select(
+            """SELECT id FROM trials WHERE study = ? AND recipe_hash = ? AND source = ? AND status = 'ok'
+               ORDER BY created_at""",
+            [study, recipe_hash, source],
+        )
+        return [r["id"] for r in rows]
+
     def find_scored(
         self, recipe_hash: str, suites: str, limit: int | None, split_rule: str | None = None
     ) -> str | None:

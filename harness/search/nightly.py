@@ -57,13 +57,11 @@ def best_recipe_row(runner: SearchRunner) -> dict[str, Any] | None:
 
 def _previous_measurement(runner: SearchRunner, best: dict[str, Any], rescore_id: str) -> str:
     """The recipe's latest earlier re-score in this study, else the trial itself."""
-    recipe_hash = (runner.board.trial(best["id"]) or {}).get("recipe_hash")
-    earlier = []
-    for row in runner.board.ranking(study=runner.study_name):
-        if row["source"] == "nightly" and row["status"] == "ok" and row["id"] != rescore_id:
-            if (runner.board.trial(row["id"]) or {}).get("recipe_hash") == recipe_hash:
-                earlier.append((row["created_at"], row["id"]))
-    return max(earlier)[1] if earlier else best["id"]
+    recipe_hash = (runner.board.trial(best["id"]) or {}).get("recipe_hash") or ""
+    earlier = [
+        i for i in runner.board.measurements(runner.study_name, recipe_hash, "nightly") if i != rescore_id
+    ]
+    return earlier[-1] if earlier else best["id"]
 
 
 def _versions(runner: SearchRunner, trial_id: str) -> dict[str, str]:

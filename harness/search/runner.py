@@ -358,14 +358,29 @@ class SearchRunner:
         self.scorer.record(record, result)
         return result
 
+    def _build(self, recipe: Any, record: TrialRecord) -> Any:
+        """Build a recipe against the resident donors; the record gets what the build reports."""
+        from harness.build import build_model
+        from harness.recipe import resolve_recipe
+
+        built = build_model(
+            resolve_recipe(recipe, where=record.name), pool=self.pool, device=self.options.device
+        )
+        record.build_seconds, record.num_parameters, record.dtype = (
+            built.seconds,
+            built.num_parameters,
+            built.dtype,
+        )
+        record.align_steps = built.align_steps
+        return built
+
     def rescore(self, row_id: str, label: str) -> TrialRecord:
         """Build a recorded trial's recipe again and score it on the board's questions (the
         held-out part, or all of them without a split) as a new row: a later measurement of
         the same recipe, to compare per question with the earlier one (``harness nightly``)."""
         import yaml
 
-        from harness.build import build_model
-        from harness.recipe import recipe_from_dict, resolve_recipe
+        from harness.recipe import recipe_from_dict
 
         row = self.board.trial(row_id)
         if row is None or not row.get("recipe_yaml"):
@@ -382,15 +397,7 @@ class SearchRunner:
             )
         )
         recipe = recipe_from_dict(yaml.safe_load(row["recipe_yaml"]), where=f"trial {row_id}")
-        built = build_model(
-            resolve_recipe(recipe, where=record.name), pool=self.pool, device=self.options.device
-        )
-        record.build_seconds, record.num_parameters, record.dtype = (
-            built.seconds,
-            built.num_parameters,
-            built.dtype,
-        )
-        record.align_steps = built.align_steps
+        built = self._build(recipe, record)
         record.objective_weights = self.space.objective.weights
         try:
             if self.search_part == "search":
@@ -448,17 +455,7 @@ class SearchRunner:
                     self._report_stored(trial, reused)
                     return self._finish(trial, record, summary, copy_from=reused)
 
-                from harness.build import build_model
-                from harness.recipe import resolve_recipe
-
-                resolved = resolve_recipe(recipe, where=record.name)
-                built = build_model(resolved, pool=self.pool, device=self.options.device)
-                record.build_seconds, record.num_parameters, record.dtype = (
-                    built.seconds,
-                    built.num_parameters,
-                    built.dtype,
-                )
-                record.align_steps = built.align_steps
+                built = self._build(recipe, record)
                 status = self._score_trial(trial, record, built.model, built.tokenizer, outcome)
         except KeyboardInterrupt:
             record.status, record.error = (
