@@ -32,6 +32,14 @@ DEFAULT_REPORT = Path("leaderboard/index.html")
 F = TypeVar("F", bound=Callable[..., Any])
 
 DbOption = Annotated[Path, typer.Option("--db", help="DuckDB leaderboard file.")]
+LogOption = Annotated[
+    str | None,
+    typer.Option(
+        "--storage",
+        help="postgresql://user@host/db of a study whose workers run on several machines: the "
+        "shared leaderboard log this --db is synced from (and written to).",
+    ),
+]
 
 
 def user_errors(func: F) -> F:
@@ -85,6 +93,7 @@ def build(
     suite: Annotated[str | None, typer.Option(help="Also score the model on these suites.")] = None,
     limit: Annotated[int | None, typer.Option(help="Questions per task when scoring.")] = None,
     db: DbOption = DEFAULT_DB,
+    storage: LogOption = None,
 ) -> None:
     """Build one model from a recipe and save it (optionally score and record it)."""
     from harness.build import build_model, choose_route, prepare_out_dir
@@ -96,7 +105,7 @@ def build(
     resolved = resolve_recipe(load_recipe(recipe), where=str(recipe))
     choose_route(resolved, route)  # type: ignore[arg-type]
     prepare_out_dir(out, overwrite)
-    scorer = _scorer(_parse_suites(suite), limit, db) if suite else None
+    scorer = _scorer(_parse_suites(suite), limit, db, storage=storage) if suite else None
     with console.status(f"building {_fmt(resolved.recipe.display_name())}"):
         built = build_model(resolved, out_dir=out, route=route)  # type: ignore[arg-type]
     console.print(
@@ -144,6 +153,7 @@ def eval_(
     dtype: Annotated[str, typer.Option(help="auto | float32 | bfloat16 | float16.")] = "auto",
     name: Annotated[str | None, typer.Option(help="Leaderboard name (default: the model reference).")] = None,
     db: DbOption = DEFAULT_DB,
+    storage: LogOption = None,
 ) -> None:
     """Score one model with lm-eval and record it on the leaderboard."""
     from harness.build.loading import check_device, load_pretrained, model_facts
@@ -157,7 +167,7 @@ def eval_(
         raise HarnessError(f"--data-dir {data_dir} is not a folder", "pass the folder holding your datasets")
     suites = _parse_suites(suite)
     check_device(device)
-    scorer = _scorer(suites, limit, db, data_dir=data_dir, batch_size=batch_size)
+    scorer = _scorer(suites, limit, db, data_dir=data_dir, batch_size=batch_size, storage=storage)
     with console.status(f"loading {escape(model)}"):
         loaded, tokenizer, _ = load_pretrained(model, device=device, dtype=dtype)
     num_parameters, dtype_name = model_facts(loaded)
@@ -243,7 +253,7 @@ def search(
         from harness.report import generate_report
 
         try:  # a report problem must never fail a finished search
-            files = generate_report(db, report_out)
+            files = generate_report(runner.board, report_out)
             console.print(f"report: {escape(str(files.html))} ({files.trials} trials)")
         except (HarnessError, StoreUnavailable) as err:
             console.print(f"[yellow]report not written[/]: {escape(str(err))}")
@@ -292,7 +302,7 @@ def nightly(
     outcome = run_nightly(runner, budget)
     report_path = None
     try:  # a report problem must never hide the night's verdict
-        report_path = generate_report(db, report_out).html
+        report_path = generate_report(runner.board, report_out).html
     except (HarnessError, StoreUnavailable) as err:
         outcome.problems.append(f"report not written: {err}")
     text = summary_markdown(outcome, report_path)
@@ -310,11 +320,12 @@ def report_(
     out: Annotated[
         Path, typer.Option("--out", help="HTML file; .json and .csv are written beside it.")
     ] = DEFAULT_REPORT,
+    storage: LogOption = None,
 ) -> None:
     """Write the static HTML leaderboard (plus JSON and CSV) from the DuckDB file alone."""
     from harness.report import generate_report
 
-    files = generate_report(db, out)
+    files = generate_report(_leaderboard(db, storage), out)
     console.print(
         escape(f"wrote {files.html} ({files.trials} trials), {files.json.name}, {files.csv.name}"),
         soft_wrap=True,
@@ -334,13 +345,14 @@ def leaderboard(
         str | None,
         typer.Option(help="One trial id: its scores, sampled parameters and alignment steps (csv: scores)."),
     ] = None,
+    storage: LogOption = None,
 ) -> None:
     """Print the ranking from the DuckDB leaderboard."""
     _positive("--top", top)
     if fmt not in ("table", "json", "csv", "yaml") or (fmt == "yaml" and not trial):
         raise HarnessError(f"unknown format {fmt!r}", "use table, json or csv (yaml: with --trial)")
-    board = _leaderboard(db)
-    if board.path.exists() and board.flush_pending():
+    board = _leaderboard(db, storage)
+    if (board.path.exists() or board.log is not None) and board.refresh():
         console.print(
             f"[yellow]warning[/]: {board.pending()} records wait to be written to {escape(str(db))}"
         )
@@ -355,7 +367,7 @@ def leaderboard(
 
         print(pd.DataFrame(rows).to_csv(index=False), end="")
     else:
-        _print_ranking(rows, db, ties=_ties(db) if rows else None)
+        _print_ranking(rows, db, ties=_ties(board) if rows else None)
 
 
 @app.command()
@@ -371,13 +383,16 @@ def compare(
     ] = None,
     alpha: Annotated[float, typer.Option(help="Significance level for the verdict.")] = 0.05,
     db: DbOption = DEFAULT_DB,
+    storage: LogOption = None,
 ) -> None:
     """Paired comparison of two leaderboard rows on the questions both were scored on."""
     from harness.compare import compare_trials
 
     if not 0 < alpha < 1:
         raise HarnessError(f"--alpha must be in (0, 1), got {alpha}", "pass e.g. --alpha 0.05")
-    board = _leaderboard(db)
+    board = _leaderboard(db, storage)
+    if board.log is not None:
+        board.refresh()
     if not board.path.exists():
         raise HarnessError(f"no leaderboard database at {db}", "run `harness eval` or `harness search` first")
     keys = [k.strip() for k in key.split(",") if k.strip()] if key else None
@@ -422,10 +437,19 @@ def _stop_on_sigterm() -> None:
     signal.signal(signal.SIGTERM, interrupt)
 
 
-def _leaderboard(db: Path) -> Any:
-    from harness.record import Leaderboard
+def _leaderboard(db: Path, storage: str | None = None) -> Any:
+    """The leaderboard at --db; with --storage postgresql://…, synced from (and writing to) the
+    shared log of a study whose workers run on several machines."""
+    from harness.record import Leaderboard, RecordLog, is_log_url
 
-    return Leaderboard(db)
+    if storage is None:
+        return Leaderboard(db)
+    if not is_log_url(storage):
+        raise HarnessError(
+            f"--storage {storage!r} is not a PostgreSQL URL: only a study on PostgreSQL shares a leaderboard log",
+            "pass postgresql://user@host/db, or leave --storage out to use --db alone",
+        )
+    return Leaderboard(db, log=RecordLog(storage))
 
 
 def _parse_suites(text: str) -> list[str]:
@@ -444,13 +468,19 @@ def _apply_profile(profile: str, limit: int | None, batch_size: int) -> tuple[in
 
 
 def _scorer(
-    suites: list[str], limit: int | None, db: Path, *, data_dir: Path | None = None, batch_size: int = 8
+    suites: list[str],
+    limit: int | None,
+    db: Path,
+    *,
+    data_dir: Path | None = None,
+    batch_size: int = 8,
+    storage: str | None = None,
 ) -> Any:
     """The scoring pipeline, checked before any model is loaded or built: suites planned,
-    local data resolved, the leaderboard writable."""
+    local data resolved, the leaderboard writable (and its shared log reachable)."""
     from harness.pipeline import Scorer, Scoring
 
-    board = _leaderboard(db)
+    board = _leaderboard(db, storage)
     board.check_writable()
     scoring = Scoring(suites=suites, limit=limit, data_dir=data_dir, batch_size=batch_size)
     return Scorer(scoring, board, progress=True)
@@ -491,12 +521,12 @@ def _print_summary(summary: dict[str, float | None]) -> None:
     Console().print(table)
 
 
-def _ties(db: Path) -> dict[str, str]:
+def _ties(board: Any) -> dict[str, str]:
     """Trial id -> "leader" / "tied (p …)": the report's paired rule, computed in one place."""
     from harness.report.data import load_report_data
 
     marks = {}
-    for t in load_report_data(db).trials:
+    for t in load_report_data(board).trials:
         if t["tie"] == "leader":
             marks[t["id"]] = "leader"
         elif t["tie"] == "tied":

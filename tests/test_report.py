@@ -348,6 +348,8 @@ def test_schema_1_files_gain_the_new_columns(tmp_path):
         con.execute("ALTER TABLE suite_scores DROP COLUMN data_source")
         con.execute('ALTER TABLE suite_scores DROP COLUMN "partition"')
         con.execute("INSERT INTO suite_scores VALUES ('old', 'h4', 0.5)")
+        con.execute("UPDATE meta SET value = '1' WHERE key = 'schema_version'")
+        con.execute("ALTER TABLE trials DROP COLUMN written_by")
     board = Leaderboard(db)
     board.record(TrialRecord(name="new", source="eval", objective=0.4, objective_stderr=0.1))
     with duckdb.connect(str(db), read_only=True) as con:

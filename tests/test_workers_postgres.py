@@ -1,5 +1,6 @@
 """Many workers, one study, on a real PostgreSQL server (issue 12): three `harness search`
-processes share an RDB-storage study and one leaderboard; one is killed with SIGKILL mid-trial.
+processes share an RDB-storage study and one leaderboard (written through the shared log from
+two DuckDB files, as from two machines); one is killed with SIGKILL mid-trial.
 Real builds, real lm-eval, real processes."""
 
 from __future__ import annotations
@@ -18,11 +19,14 @@ import pytest
 import yaml
 from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.trial import TrialState
+from typer.testing import CliRunner
 
-from harness.record import Leaderboard
+from harness.cli import app
+from harness.record import Leaderboard, RecordLog
 from tests.fixtures.evaluate_data import build_data_dir
 
 pytestmark = pytest.mark.usefixtures("eval_env")
+CLI = CliRunner()
 WEIGHTS = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8]
 
 
@@ -56,24 +60,31 @@ def _space(tmp_path: Path, tiny_models, data: Path) -> Path:
 
 
 def _workers(
-    n: int, tmp_path: Path, space: Path, url: str, budget: int, eval_env: Path
+    dbs: list[Path], tmp_path: Path, space: Path, url: str, budget: int, eval_env: Path
 ) -> list[subprocess.Popen]:
-    cmd = [
-        sys.executable,
-        "-m",
-        "harness.cli",
-        "search",
-        "--space",
-        str(space),
-        "--db",
-        str(tmp_path / "lb.duckdb"),
-    ]
-    cmd += ["--storage", url, "--budget", str(budget), "--heartbeat", "1", "--no-report"]
+    """One `harness search` per entry of ``dbs``: workers with the same file are on one
+    machine, workers with different files stand for several machines (they share only the
+    PostgreSQL server, as on a cluster)."""
     environ = {**os.environ, "HARNESS_HOME": str(eval_env), "HF_DATASETS_CACHE": str(tmp_path / "hf")}
-    return [
-        subprocess.Popen(cmd, env=environ, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        for _ in range(n)
-    ]
+    workers = []
+    for db in dbs:
+        cmd = [sys.executable, "-m", "harness.cli", "search", "--space", str(space), "--db", str(db)]
+        cmd += ["--storage", url, "--budget", str(budget), "--heartbeat", "1", "--no-report"]
+        workers.append(
+            subprocess.Popen(cmd, env=environ, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        )
+    return workers
+
+
+def _one_board(tmp_path: Path, url: str, dbs: list[Path]) -> Path:
+    """Every machine's file, synced from the log, holds the same rows as a fresh reader's."""
+    reader = tmp_path / "reader.duckdb"
+    res = CLI.invoke(app, ["leaderboard", "--db", str(reader), "--storage", url, "--format", "json"])
+    assert res.exit_code == 0, res.output
+    for db in dbs:
+        Leaderboard(db, log=RecordLog(url)).refresh()
+        assert _board(db) == _board(reader), db
+    return reader
 
 
 def _board(db: Path) -> list[tuple]:
@@ -98,7 +109,8 @@ def _finished_once(study: optuna.Study, db: Path) -> None:
 
 def test_three_workers_share_one_study_and_one_board(tmp_path, tiny_models, data, postgres, eval_env):
     url = postgres.database()
-    workers = _workers(3, tmp_path, _space(tmp_path, tiny_models, data), url, 6, eval_env)
+    machines = [tmp_path / "a.duckdb", tmp_path / "a.duckdb", tmp_path / "b.duckdb"]
+    workers = _workers(machines, tmp_path, _space(tmp_path, tiny_models, data), url, 6, eval_env)
     logs = [w.communicate(timeout=900)[0] for w in workers]
     assert [w.returncode for w in workers] == [0, 0, 0], logs
     study = optuna.load_study(study_name="many", storage=url)
@@ -106,14 +118,15 @@ def test_three_workers_share_one_study_and_one_board(tmp_path, tiny_models, data
     assert 6 <= len(complete) <= 8, [t.state for t in study.get_trials()]  # each stops at the budget
     hosts = {t.user_attrs["worker"]["pid"] for t in complete}
     assert len(hosts) >= 2, "the trials were not shared between the workers"
-    _finished_once(study, tmp_path / "lb.duckdb")
+    _finished_once(study, _one_board(tmp_path, url, machines[1:]))
 
 
 def test_a_killed_worker_loses_nothing_and_its_trial_is_retried(
     tmp_path, tiny_models, data, postgres, eval_env
 ):
     url = postgres.database()
-    workers = _workers(3, tmp_path, _space(tmp_path, tiny_models, data), url, 6, eval_env)
+    machines = [tmp_path / "b.duckdb", tmp_path / "a.duckdb", tmp_path / "a.duckdb"]  # the victim alone on b
+    workers = _workers(machines, tmp_path, _space(tmp_path, tiny_models, data), url, 6, eval_env)
     victim, killed = workers[0], None
     deadline = time.monotonic() + 300
     while killed is None and time.monotonic() < deadline and victim.poll() is None:
@@ -145,7 +158,7 @@ def test_a_killed_worker_loses_nothing_and_its_trial_is_retried(
         ]
     assert len(retries) == 1 and retries[0].params == trials[killed].params, logs
     assert retries[0].state == TrialState.COMPLETE
-    db = tmp_path / "lb.duckdb"
+    db = _one_board(tmp_path, url, machines[:2])
     status = {n: s for n, s, _ in _board(db)}
     assert status[killed] == "interrupted" and status[retries[0].number] == "ok"
     _finished_once(study, db)

@@ -45,10 +45,7 @@ class TrialData:
                 self.values[row["trial_id"]].setdefault(leaf, {})[(row["doc_id"], row["doc_hash"])] = row[
                     "value"
                 ]
-        self.parts: dict[str, dict[str, Composition]] = {t: {} for t in ids}
-        for row in board.summary_parts(ids):
-            leaf = (row["task"], row["metric"], row["num_fewshot"])
-            self.parts[row["trial_id"]].setdefault(row["name"], {})[leaf] = row["weight"]
+        self.parts: dict[str, dict[str, Composition]] = board.compositions(ids)
         self.objective = board.objective_weights(ids)  # one query, not one per row
 
     def has_samples(self, trial_id: str) -> bool:

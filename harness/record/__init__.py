@@ -1,6 +1,8 @@
-"""Record stage: scores into the DuckDB leaderboard. Entry point: :class:`Leaderboard`."""
+"""Record stage: scores into the DuckDB leaderboard (materialised from a shared PostgreSQL log
+when workers run on several machines). Entry point: :class:`Leaderboard`."""
 
 from harness.record.db import AVERAGED, BOARD_PARTITIONS, SUITE_COLUMNS, Leaderboard, TrialRecord
+from harness.record.log import RecordLog, is_log_url
 from harness.record.versions import harness_commit, library_versions
 
 __all__ = [
@@ -8,7 +10,9 @@ __all__ = [
     "BOARD_PARTITIONS",
     "SUITE_COLUMNS",
     "Leaderboard",
+    "RecordLog",
     "TrialRecord",
     "harness_commit",
+    "is_log_url",
     "library_versions",
 ]

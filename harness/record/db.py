@@ -22,6 +22,7 @@ import contextlib
 import json
 import math
 import os
+import socket
 import sys
 import time
 import uuid
@@ -34,13 +35,14 @@ from typing import Any
 import duckdb
 
 from harness.errors import HarnessError, StoreUnavailable
-from harness.evaluate.results import EvalResult
+from harness.evaluate.results import Composition, EvalResult
 from harness.evaluate.suites import AVERAGED, board_keys
 from harness.paths import nearest_existing
+from harness.record.log import RecordLog
 from harness.record.spool import Spool
 from harness.record.versions import harness_commit, library_versions
 
-SCHEMA_VERSION = 4  # 2: suite_scores.stderr / data_source; 3: samples, summary_parts; 4: partitions
+# (the schema version is the last migration's, see MIGRATIONS below)
 
 # Which questions a row's numbers were measured on (harness.evaluate.questions): a study's
 # "search" part (what its objective saw) and "heldout" part, or "all" (a plain eval: the split,
@@ -51,8 +53,9 @@ BOARD_PARTITIONS = ("heldout", "all")
 # Headline columns in leaderboard order, defined once with the suites.
 SUITE_COLUMNS = tuple(board_keys())
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS meta (key VARCHAR PRIMARY KEY, value VARCHAR);
+# Version 4 as one idempotent script: files written before migrations were numbered (versions
+# 1-3 upgraded themselves with IF NOT EXISTS on every connection) are brought to 4 by it.
+_SCHEMA_4 = """
 CREATE TABLE IF NOT EXISTS trials (
     id VARCHAR PRIMARY KEY,
     name VARCHAR NOT NULL,
@@ -128,6 +131,16 @@ CREATE TABLE IF NOT EXISTS summary_parts (
 ALTER TABLE summary_parts ADD COLUMN IF NOT EXISTS "partition" VARCHAR DEFAULT 'all';
 """
 
+# The leaderboard's schema changes, each applied once, in order, in one transaction with its
+# version number (``meta.schema_version``). A change is a new entry here, never an edit of an
+# old one: a file at version N gets exactly the entries after N.
+MIGRATIONS: tuple[tuple[int, str], ...] = (
+    (4, _SCHEMA_4),
+    # 5: which process wrote a row (host:pid): with many workers, where a trial ran.
+    (5, "ALTER TABLE trials ADD COLUMN written_by VARCHAR"),
+)
+SCHEMA_VERSION = MIGRATIONS[-1][0]
+
 TRIAL_TABLES = ("trials", "scores", "suite_scores", "trial_params", "align_steps", "samples", "summary_parts")
 SCORE_TABLES = ("scores", "suite_scores", "samples", "summary_parts")  # rows per partition
 SAMPLE_COLUMNS = (
@@ -167,6 +180,7 @@ class TrialRecord:
     fidelity: int | None = None
     split_rule: str | None = None
     reused_from: str | None = None
+    written_by: str = field(default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}")
     build_seconds: float | None = None
     eval_seconds: float | None = None
     num_parameters: int | None = None
@@ -229,10 +243,15 @@ class Leaderboard:
     is never lost to a lock.
     """
 
-    def __init__(self, path: str | Path, warn: Callable[[str], None] | None = None):
+    def __init__(
+        self, path: str | Path, warn: Callable[[str], None] | None = None, log: RecordLog | None = None
+    ):
         self.path = Path(path)
         self.spool = Spool(self.path)
         self.warn = warn or (lambda message: print(f"harness: warning: {message}", file=sys.stderr))
+        # With a shared log (workers on several machines), records go to the log and this file
+        # is materialised from it (see harness.record.log).
+        self.log = log
 
     # -- connection ---------------------------------------------------------------
 
@@ -243,16 +262,34 @@ class Leaderboard:
         """
         if self.path.is_dir():
             raise HarnessError(f"--db {self.path} is a directory", "pass a file path ending in .duckdb")
+        known_log = None
         if self.path.exists():
             if not os.access(self.path, os.R_OK | os.W_OK):
                 raise HarnessError(f"--db {self.path} is not writable", "pass a writable --db")
-            with self.connect():  # opens it read-write: a foreign file or a lasting lock fails here
-                return
-        ancestor = nearest_existing(self.path.parent)
-        if not ancestor.is_dir() or not os.access(ancestor, os.W_OK):
+            with self.connect() as con:  # opens it read-write: a foreign file or a lasting lock fails here
+                known_log = self._meta(con, "log_id")
+        else:
+            ancestor = nearest_existing(self.path.parent)
+            if not ancestor.is_dir() or not os.access(ancestor, os.W_OK):
+                raise HarnessError(
+                    f"cannot create {self.path}: {ancestor} is not a writable folder",
+                    "pass a writable --db",
+                )
+        if self.log is not None:
+            try:
+                log_id = self.log.log_id
+            except StoreUnavailable as err:
+                raise HarnessError(
+                    f"cannot reach the leaderboard log: {err}", "pass a reachable --storage postgresql:// URL"
+                ) from None
+            self._check_log_id(known_log, log_id)
+
+    def _check_log_id(self, known: str | None, log_id: str) -> None:
+        if known is not None and known != log_id:
+            assert self.log is not None
             raise HarnessError(
-                f"cannot create {self.path}: {ancestor} is not a writable folder",
-                "pass a writable --db",
+                f"{self.path} is materialised from another leaderboard log than {self.log.where}",
+                "pass a new --db for this storage (each log materialises its own file)",
             )
 
     @contextlib.contextmanager
@@ -275,14 +312,38 @@ class Leaderboard:
         con = self._open(read_only, lock_wait() if wait is None else wait)
         try:
             if not read_only:
-                con.execute(_SCHEMA)
-                con.execute(
-                    "INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)",
-                    [str(SCHEMA_VERSION)],
-                )
+                self._migrate(con)
             yield con
         finally:
             con.close()
+
+    def _migrate(self, con: duckdb.DuckDBPyConnection) -> None:
+        """Apply the migrations this file has not had (a writer holds the file alone, so no
+        other process can migrate it at the same time)."""
+        con.execute("CREATE TABLE IF NOT EXISTS meta (key VARCHAR PRIMARY KEY, value VARCHAR)")
+        row = con.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+        current = int(row[0]) if row else 0
+        if current > SCHEMA_VERSION:
+            raise HarnessError(
+                f"{self.path} has leaderboard schema version {current}, newer than this harness's "
+                f"{SCHEMA_VERSION}",
+                "upgrade merge-harness, or pass another --db",
+            )
+        for version, sql in MIGRATIONS:
+            if version <= current:
+                continue
+            con.execute("BEGIN TRANSACTION")
+            try:
+                con.execute(sql)
+                con.execute("INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)", [str(version)])
+                con.execute("COMMIT")
+            except BaseException:
+                con.execute("ROLLBACK")
+                raise
+
+    def _meta(self, con: duckdb.DuckDBPyConnection, key: str) -> str | None:
+        row = con.execute("SELECT value FROM meta WHERE key = ?", [key]).fetchone()
+        return row[0] if row else None
 
     def _open(self, read_only: bool, wait: float) -> duckdb.DuckDBPyConnection:
         deadline = time.monotonic() + wait
@@ -312,22 +373,34 @@ class Leaderboard:
     def record(self, trial: TrialRecord, result: EvalResult | None = None) -> str:
         """Insert (or replace) one trial and its scores in a single transaction.
 
-        When the file cannot be written (a lock past the wait, an I/O error), the record is
-        spooled and a warning says where; it is written by the next successful write. Only
-        when it cannot be kept anywhere does this raise StoreUnavailable.
+        When the store cannot take it (the file locked past the wait, an I/O error, the shared
+        log unreachable), the record is spooled and a warning says where; it is written by the
+        next successful write. Only when it cannot be kept anywhere does this raise
+        StoreUnavailable. With a shared log the record is appended there and this file synced.
         """
         payload = self._payload(trial, result)
+        if self.log is not None:
+            try:
+                self.log.append(payload)
+            except StoreUnavailable as err:
+                self._spool(trial, payload, err)
+            self._sync_after_write()
+            return trial.id
         try:
             with self.connect() as con:
                 self._flush_into(con)
                 self._write(con, payload)
         except (StoreUnavailable, duckdb.IOException) as err:  # a store fault; a bad value still raises
-            kept = self.spool.put(trial.id, payload)
-            self.warn(
-                f"leaderboard unavailable ({str(err)[:200]}); the record of {trial.name} ({trial.id}) "
-                f"is kept in {kept} and will be written by the next write to {self.path}"
-            )
+            self._spool(trial, payload, err)
         return trial.id
+
+    def _spool(self, trial: TrialRecord, payload: dict[str, Any], err: Exception) -> None:
+        kept = self.spool.put(payload)
+        where = self.log.where if self.log is not None else self.path
+        self.warn(
+            f"leaderboard unavailable ({str(err)[:200]}); the record of {trial.name} ({trial.id}) "
+            f"is kept in {kept} and will be written by the next write to {where}"
+        )
 
     def pending(self) -> int:
         """How many spooled records are waiting to be written."""
@@ -339,11 +412,66 @@ class Leaderboard:
         if not self.spool.pending():
             return 0
         try:
-            with self.connect(wait=wait) as con:
-                self._flush_into(con)
+            if self.log is not None:
+                for path in self.spool.pending():
+                    payload = self.spool.read(path)
+                    if payload is None:
+                        self.warn(f"{path} is not a pending leaderboard record; left in place")
+                        continue
+                    self.log.append(payload)
+                    self.spool.done(path)
+            else:
+                with self.connect(wait=wait) as con:
+                    self._flush_into(con)
         except (StoreUnavailable, duckdb.IOException) as err:
             self.warn(f"pending records not written yet ({str(err)[:200]})")
         return self.pending()
+
+    def refresh(self) -> int:
+        """What a reader calls first: spooled records written, the shared log's new records
+        applied to this file. Never raises for a store fault (a warning says the file may be
+        behind). Returns how many records are still pending."""
+        pending = self.flush_pending()
+        if self.log is not None:
+            try:
+                self.sync()
+            except (StoreUnavailable, duckdb.IOException) as err:
+                self.warn(f"{self.path} may be behind the leaderboard log ({str(err)[:200]})")
+        return pending
+
+    def sync(self, wait: float | None = None) -> int:
+        """Apply the shared log's records this file has not had, in log order; returns how many.
+
+        Idempotent: each record replaces its trial's rows, and the file's watermark
+        (``meta.log_seq``) moves in the same transaction as the rows it covers.
+        """
+        if self.log is None:
+            return 0
+        log_id = self.log.log_id
+        applied = 0
+        with self.connect(wait=wait) as con:
+            known = self._meta(con, "log_id")
+            self._check_log_id(known, log_id)
+            if known is None:
+                con.execute("INSERT OR REPLACE INTO meta VALUES ('log_id', ?)", [log_id])
+            for seq, payload in self.log.since(int(self._meta(con, "log_seq") or 0)):
+                try:
+                    self._write(con, payload, log_seq=seq)
+                    applied += 1
+                except duckdb.IOException:
+                    raise
+                except duckdb.Error as err:  # one bad record must not stop the board forever
+                    self.warn(f"leaderboard log record {seq} cannot be written ({str(err)[:200]}); skipped")
+                    con.execute("INSERT OR REPLACE INTO meta VALUES ('log_seq', ?)", [str(seq)])
+        return applied
+
+    def _sync_after_write(self) -> None:
+        """Bring this file up to date after an append, without waiting long for its lock: the
+        record is safe in the log, and the next sync (any reader's) applies it."""
+        try:
+            self.sync(wait=min(5.0, lock_wait()))
+        except (StoreUnavailable, duckdb.IOException):
+            pass
 
     def _flush_into(self, con: duckdb.DuckDBPyConnection) -> None:
         for path in self.spool.pending():
@@ -445,6 +573,7 @@ class Leaderboard:
             for (task, metric, shots), weight in composition.items()
         ]
         return {
+            "record_id": uuid.uuid4().hex,  # one per write: a spool file, a log entry
             "trial": row,
             "samples": samples,
             "summary_parts": parts,
@@ -456,7 +585,11 @@ class Leaderboard:
             "partition": partition,
         }
 
-    def _write(self, con: duckdb.DuckDBPyConnection, payload: dict[str, Any]) -> None:
+    def _write(
+        self, con: duckdb.DuckDBPyConnection, payload: dict[str, Any], log_seq: int | None = None
+    ) -> None:
+        """Write one record in one transaction (with ``log_seq``: and move the file's log
+        watermark to it in the same transaction)."""
         row = payload["trial"]
         trial_id = row["id"]
         if "partition" not in payload:  # spooled by schema 3: rows without the partition column
@@ -495,6 +628,8 @@ class Leaderboard:
                 self._insert_samples(con, payload["samples"])
             if payload.get("copy_scores_from"):
                 self._copy_scores(con, trial_id, payload["copy_scores_from"])
+            if log_seq is not None:
+                con.execute("INSERT OR REPLACE INTO meta VALUES ('log_seq', ?)", [str(log_seq)])
             con.execute("COMMIT")
         except BaseException:
             con.execute("ROLLBACK")
@@ -568,6 +703,23 @@ class Leaderboard:
                 return []
             cols = [d[0] for d in cur.description]
             return [dict(zip(cols, r, strict=True)) for r in cur.fetchall()]
+
+    def snapshot(self, tables: dict[str, str]) -> dict[str, list[dict[str, Any]]]:
+        """Whole tables as rows, {table: ORDER BY clause}, read in one connection (a writer
+        cannot come between two of them); tables the file does not have are left out."""
+        if not self.path.exists():
+            return {}
+        out: dict[str, list[dict[str, Any]]] = {}
+        with self.connect(read_only=True) as con:
+            present = {
+                r[0] for r in con.execute("SELECT table_name FROM information_schema.tables").fetchall()
+            }
+            for table, order in tables.items():
+                if table in present:
+                    cur = con.execute(f"SELECT * FROM {table} ORDER BY {order}")
+                    cols = [d[0] for d in cur.description]
+                    out[table] = [dict(zip(cols, r, strict=True)) for r in cur.fetchall()]
+        return out
 
     def trial(self, trial_id: str) -> dict[str, Any] | None:
         rows = self._select("SELECT * FROM trials WHERE id = ?", [trial_id])
@@ -668,12 +820,18 @@ class Leaderboard:
         columns = ("trial_id", "task", "metric", "num_fewshot", "doc_id", "doc_hash", "value")
         return self._rows_of("samples", columns, trial_ids, partitions=partitions)
 
-    def summary_parts(
+    def compositions(
         self, trial_ids: list[str], partitions: tuple[str, ...] = BOARD_PARTITIONS
-    ) -> list[dict[str, Any]]:
-        """How each headline number of these trials is made from their samples."""
+    ) -> dict[str, dict[str, Composition]]:
+        """How each headline number of these trials is made from their samples: trial id ->
+        summary key -> {(task, metric, shots): weight} (see ``summary_parts``)."""
         columns = ("trial_id", "name", "task", "metric", "num_fewshot", "weight")
-        return self._rows_of("summary_parts", columns, trial_ids, partitions=partitions)
+        out: dict[str, dict[str, Composition]] = {t: {} for t in trial_ids}
+        for r in self._rows_of("summary_parts", columns, trial_ids, partitions=partitions):
+            out[r["trial_id"]].setdefault(r["name"], {})[(r["task"], r["metric"], r["num_fewshot"])] = r[
+                "weight"
+            ]
+        return out
 
     def objective_weights(self, trial_ids: list[str]) -> dict[str, dict[str, float] | None]:
         """Trial id -> its objective's {summary key: weight} (None: Pareto, or not a search trial)."""

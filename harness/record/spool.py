@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -35,14 +37,20 @@ class Spool:
             harness_home() / "pending" / hashlib.sha256(str(db).encode()).hexdigest()[:16],
         )
 
-    def put(self, trial_id: str, payload: dict[str, Any]) -> Path:
-        """Keep one record durably; raise StoreUnavailable when no folder takes it."""
+    def put(self, payload: dict[str, Any]) -> Path:
+        """Keep one record durably; raise StoreUnavailable when no folder takes it.
+
+        One file per record, named by time then record id: a trial's search scores and its
+        held-out confirmation are two records, and both must wait (in order), not the last one.
+        """
+        trial_id = payload["trial"]["id"]
         record = {"format": FORMAT, "trial_id": trial_id, **payload}
+        name = f"{time.time_ns():020d}-{payload['record_id']}.json"
         problems = []
         for folder in self.folders:
             try:
-                atomic_write_json(folder / f"{trial_id}.json", record, default=str)  # fsync'ed
-                return folder / f"{trial_id}.json"
+                atomic_write_json(folder / name, record, default=str)  # fsync'ed
+                return folder / name
             except OSError as err:
                 problems.append(f"{folder}: {err.strerror or err}")
         raise StoreUnavailable(
@@ -64,6 +72,7 @@ class Spool:
             return None
         if not isinstance(data, dict) or data.get("format") != FORMAT:
             return None
+        data.setdefault("record_id", uuid.uuid4().hex)  # spooled before records had ids
         return data
 
     @staticmethod

@@ -14,7 +14,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import duckdb
 import yaml
 
 from harness.errors import HarnessError
@@ -153,12 +152,6 @@ def split_recipe(recipe_yaml: str | None) -> dict[str, str | None]:
 # --------------------------------------------------------------------------- loading
 
 
-def _rows(con: duckdb.DuckDBPyConnection, sql: str) -> list[dict[str, Any]]:
-    cur = con.execute(sql)
-    cols = [d[0] for d in cur.description]
-    return [dict(zip(cols, r, strict=True)) for r in cur.fetchall()]
-
-
 def _group(rows: Iterable[dict[str, Any]], key: str = "trial_id") -> dict[str, list[dict]]:
     out: dict[str, list[dict[str, Any]]] = {}
     for row in rows:
@@ -166,32 +159,37 @@ def _group(rows: Iterable[dict[str, Any]], key: str = "trial_id") -> dict[str, l
     return out
 
 
-def load_report_data(db: Path) -> ReportData:
-    """Read every table of the leaderboard file and assemble the report rows."""
-    board = Leaderboard(db)
-    data = ReportData(db=str(db), generated_at=datetime.now(UTC).isoformat(timespec="seconds"))
-    with board.connect(read_only=True) as con:
-        tables = {r[0] for r in con.execute("SELECT table_name FROM information_schema.tables").fetchall()}
-        if "trials" not in tables:  # a file no harness command has written to yet
-            data.reproducibility = _reproducibility([])
-            return data
-        trials = {r["id"]: r for r in _rows(con, "SELECT * FROM trials")}
+def load_report_data(source: Path | Leaderboard) -> ReportData:
+    """Read every table of the leaderboard (one consistent snapshot) and assemble the report rows."""
+    board = source if isinstance(source, Leaderboard) else Leaderboard(source)
+    data = ReportData(db=str(board.path), generated_at=datetime.now(UTC).isoformat(timespec="seconds"))
+    snapshot = board.snapshot(
+        {
+            "trials": "id",
+            "scores": "trial_id, aggregate DESC, task, metric",
+            "suite_scores": "trial_id, name",
+            "trial_params": "trial_id, name",
+            "align_steps": "trial_id, step",
+        }
+    )
+    if "trials" not in snapshot:  # a file no harness command has written to yet
+        data.reproducibility = _reproducibility([])
+        return data
+    trials = {r["id"]: r for r in snapshot["trials"]}
 
-        def table(name: str, order: str) -> dict[str, list[dict[str, Any]]]:
-            if name not in tables:
-                return {}
-            return _group(_rows(con, f"SELECT * FROM {name} ORDER BY trial_id, {order}"))
+    def table(name: str) -> dict[str, list[dict[str, Any]]]:
+        return _group(snapshot.get(name, []))
 
-        # The board's numbers (held-out or plain eval questions) fill the columns; a study's
-        # search numbers are only its "search" objective and the overfit check.
-        scores, _ = _by_partition(table("scores", "aggregate DESC, task, metric"))
-        suite_scores, search_scores = _by_partition(table("suite_scores", "name"))
-        params = table("trial_params", "name")
-        steps = table("align_steps", "step")
+    # The board's numbers (held-out or plain eval questions) fill the columns; a study's
+    # search numbers are only its "search" objective and the overfit check.
+    scores, _ = _by_partition(table("scores"))
+    suite_scores, search_scores = _by_partition(table("suite_scores"))
+    params = table("trial_params")
+    steps = table("align_steps")
     # Same order as `harness leaderboard` (ok first, best average first, or best objective
     # when no row has a leaderboard benchmark), with a stable tie-break (older first, then
     # name) so equal scores (reused rows) never swap places.
-    ranking = board.ranking()
+    ranking = [r for r in board.ranking() if r["id"] in trials]  # rows written since the snapshot wait
     data.rank_key = next(
         (k for k in ("average", "heldout_objective") if any(r[k] is not None for r in ranking)), "objective"
     )

@@ -242,7 +242,7 @@ def _write_all(texts: dict[Path, str]) -> None:
 
 
 def generate_report(
-    db: Path,
+    db: Path | Leaderboard,
     out: Path = DEFAULT_OUT,
     *,
     pareto: tuple[str, str] | None = None,
@@ -250,15 +250,19 @@ def generate_report(
 ) -> ReportFiles:
     """Read the DuckDB leaderboard and write ``out`` (HTML), ``.json`` and ``.csv`` beside it.
 
-    Needs only the database file: importances are recomputed from ``trial_params``.
-    ``pareto`` picks the two summary keys of the Pareto plot (default: H4 vs KMMLU, or the
-    first pair with data). Raises HarnessError when the database does not exist.
+    Needs only the database file: importances are recomputed from ``trial_params``. A
+    :class:`Leaderboard` with a shared log is synced from it first. ``pareto`` picks the two
+    summary keys of the Pareto plot (default: H4 vs KMMLU, or the first pair with data).
+    Raises HarnessError when the database does not exist.
     """
-    db, out = Path(db), Path(out)
-    require_db(db)
+    board = db if isinstance(db, Leaderboard) else Leaderboard(db)
+    out = Path(out)
+    if board.log is None:
+        require_db(board.path)
     check_output_file(out, "--out")
-    Leaderboard(db).flush_pending()  # records spooled while the file was locked belong in it
-    data = load_report_data(db)
+    board.refresh()  # records spooled while the file was locked, or new in the shared log
+    require_db(board.path)
+    data = load_report_data(board)
     importances = param_importances(data.trials)
     charts = build_charts(data.trials, importances, pareto)
     files = ReportFiles(

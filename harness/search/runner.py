@@ -33,7 +33,7 @@ from harness.errors import HarnessError, StoreUnavailable
 from harness.evaluate.questions import Partition
 from harness.evaluate.results import Composition, Sample
 from harness.pipeline import Scorer, Scoring, request_cache
-from harness.record import Leaderboard, TrialRecord
+from harness.record import Leaderboard, RecordLog, TrialRecord, is_log_url
 from harness.search.optuna_compat import heartbeat, storage_trial_id
 from harness.search.space import SearchSpace
 from harness.search.study import (
@@ -112,7 +112,10 @@ class SearchRunner:
         sampler = make_sampler(space)
         default_storage = options.db.parent / f"optuna-{self.study_name}.journal"
         target = check_storage(options.storage, default_storage, warn=self._warn)
-        self.board = Leaderboard(options.db, warn=self._warn)
+        # On PostgreSQL the leaderboard's records go to a log beside the study, shared by every
+        # machine; each machine's DuckDB file is materialised from it (harness.record.log).
+        log = RecordLog(target) if is_log_url(target) else None
+        self.board = Leaderboard(options.db, warn=self._warn, log=log)
         self.board.check_writable()
         data_dir = Path(space.data_dir) if space.data_dir else None
         self.scorer = Scorer(
@@ -269,7 +272,7 @@ class SearchRunner:
         outcome = SearchOutcome(self.study_name, len(self.finished_trials()), 0, 0, 0, 0.0)
         columns = progress_columns(None, TextColumn("{task.fields[best]}"))
         self.close_dead_trials()
-        if self.board.flush_pending():
+        if self.board.refresh():
             self._warn(
                 f"{self.board.pending()} earlier records still wait to be written to {self.options.db}"
             )
@@ -285,6 +288,7 @@ class SearchRunner:
                 if self._grid_exhausted():
                     self._warn("the grid is exhausted: every grid point has been tried")
                     break
+                self.board.refresh()  # other machines' trials: reuse and stale checks see them
                 self.fail_stale_trials()
                 status = self.run_one(outcome)
                 outcome.ran += status == "ok"
@@ -295,7 +299,7 @@ class SearchRunner:
         outcome.finished = len(self.finished_trials())
         outcome.seconds = time.perf_counter() - start
         try:
-            self.board.flush_pending()
+            self.board.refresh()
             outcome.best = self.board.ranking(top=5, study=self.study_name)
         except StoreUnavailable as err:  # the trials are recorded (or spooled); only the summary waits
             self._warn(f"no summary: {err}")
@@ -536,10 +540,7 @@ class SearchRunner:
             Sample(r["task"], r["num_fewshot"], r["doc_id"], r["doc_hash"], r["metric"], r["value"], None)
             for r in self.board.samples([source_id], partitions=parts)
         ]
-        composition: dict[str, Composition] = {}
-        for r in self.board.summary_parts([source_id], partitions=parts):
-            composition.setdefault(r["name"], {})[(r["task"], r["metric"], r["num_fewshot"])] = r["weight"]
-        self._report(trial, samples, composition, set())
+        self._report(trial, samples, self.board.compositions([source_id], parts)[source_id], set())
 
     def _step(self, task: str, doc_id: int) -> int:
         """A question's id for the pruner: the same for every trial of the study."""
