@@ -1,18 +1,21 @@
-"""Measure what pruning buys on the demo (issue 10): the same search with and without it.
+"""Measure what pruning buys on the demo (issue 10): question-evaluations and the best
+held-out score, with pruning and without, on the same trials.
 
-Runs `harness search` twice on one DuckDB file, same space, seed and trial budget, as two
-studies: ``<name>-pruned`` (the space as it is: rungs + WilcoxonPruner) and ``<name>-full``
-(``selection.pruner: none``: every trial scored on every search question). Both confirm their
-top trials on the same held-out questions, so their winners can be compared per question.
-Then it prints a Markdown table: wall time, question-evaluations, the best held-out score,
-the winner's search vs held-out score (the winner's curse), and paired tests of each winner
-against the other and against the space's reference models.
+1. Runs `harness search` on the space as it is (rungs + WilcoxonPruner), study ``<name>-pruned``.
+2. Scores every trial the pruner stopped on all its search questions and on the held-out
+   questions (rows with source ``check``): what the trial would have had without pruning.
+3. Replays the study without pruning. While the sampler is in its random start-up phase
+   (``n_startup_trials``; keep ``--budget`` within it), the trial-seeded sampler draws the same
+   recipe for trial number n whatever happened before, so a study without pruning runs the
+   same trials: each one scored in full, confirmed on the held-out questions when it is in the
+   top ``confirm_top`` as it finishes (the harness's rule). Every number of that arm is
+   measured on the same models and questions; only its order is replayed.
 
-    .venv/bin/python scripts/measure_selection.py --budget 20 --db results/selection.duckdb
+Prints a Markdown table: question-evaluations of each arm, the best held-out score, the
+winner's search vs held-out score (the winner's curse), and paired tests of the winners against
+each other and the space's reference models.
 
-Question-evaluations are counted from the database: per trial, the search questions it was
-scored on (its fidelity x tasks; a reused trial costs nothing), plus every held-out question
-scored for a confirmation or a reference.
+    .venv/bin/python scripts/measure_selection.py --budget 12 --db results/selection.duckdb
 """
 
 from __future__ import annotations
@@ -20,12 +23,11 @@ from __future__ import annotations
 import argparse
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-import yaml
+from rich.console import Console
 
 from harness.compare import compare_trials
 from harness.record import Leaderboard
@@ -39,35 +41,14 @@ def run_search(space: Path, study: str, budget: int, db: Path) -> float:
     return time.perf_counter() - start
 
 
-def study_facts(board: Leaderboard, study: str, tasks: int) -> dict[str, Any]:
-    rows = board.snapshot({"trials": "created_at"}).get("trials", [])
-    mine = [r for r in rows if r["study"] == study]
-    trials = [r for r in mine if r["trial_number"] is not None]
-    refs = [r for r in mine if r["trial_number"] is None]
-    search_evals = sum((r["fidelity"] or 0) * tasks for r in trials if not r["reused_from"])
-    ids = [r["id"] for r in mine if not r["reused_from"]]
-    heldout = {(s["trial_id"], s["task"], s["doc_id"]) for s in board.samples(ids, partitions=("heldout",))}
-    ref_search = sum(
-        len({(s["task"], s["doc_id"]) for s in board.samples([r["id"]], partitions=("search",))})
-        for r in refs
-    )
-    confirmed = [r for r in trials if r["heldout_objective"] is not None]
-    winner = max(confirmed, key=lambda r: r["heldout_objective"]) if confirmed else None
-    return {
-        "trials": trials,
-        "refs": refs,
-        "finished": sum(r["status"] in ("ok", "pruned") for r in trials),
-        "pruned": sum(r["status"] == "pruned" for r in trials),
-        "confirmed": len(confirmed),
-        "search_evals": search_evals,
-        "heldout_evals": len(heldout),
-        "ref_search_evals": ref_search,
-        "winner": winner,
-    }
+def heldout_questions(board: Leaderboard, trial_id: str) -> int:
+    return len({(s["task"], s["doc_id"]) for s in board.samples([trial_id], partitions=("heldout",))})
 
 
 def paired(board: Leaderboard, a: str, b: str) -> str:
-    row = next(c for c in compare_trials(board, a, b, ["objective"]))
+    if a == b:
+        return "same trial"
+    row = next(iter(compare_trials(board, a, b, ["objective"])))
     t = row.test
     if t is None:
         return f"not paired ({row.note})"
@@ -78,72 +59,103 @@ def paired(board: Leaderboard, a: str, b: str) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--space", type=Path, default=Path("search/demo.yaml"))
-    parser.add_argument("--budget", type=int, default=20)
+    parser.add_argument("--budget", type=int, default=12)
     parser.add_argument("--db", type=Path, default=Path("results/selection.duckdb"))
     parser.add_argument("--out", type=Path, default=Path("results/selection.md"))
-    parser.add_argument("--skip-runs", action="store_true", help="Only read an earlier run's --db.")
+    parser.add_argument("--skip-run", action="store_true", help="Use the study already in --db.")
     args = parser.parse_args()
 
-    spec = yaml.safe_load(args.space.read_text())
-    name = spec["name"]
-    tasks = sum(len(s["parts"]) if isinstance(s, dict) else 1 for s in spec["suites"])
-    full = dict(spec, selection={**spec.get("selection", {}), "pruner": "none"})
-    seconds: dict[str, float] = {}
-    with tempfile.TemporaryDirectory() as tmp:
-        full_space = Path(tmp) / "full.yaml"
-        full_space.write_text(yaml.safe_dump(full, sort_keys=False))
-        for study, space in ((f"{name}-pruned", args.space), (f"{name}-full", full_space)):
-            if not args.skip_runs:
-                seconds[study] = run_search(space.resolve(), study, args.budget, args.db)
+    from harness.search import SearchOptions, SearchRunner, load_space
 
-    board = Leaderboard(args.db)
-    facts = {s: study_facts(board, s, tasks) for s in (f"{name}-pruned", f"{name}-full")}
+    space = load_space(args.space)
+    study = f"{space.name}-pruned"
+    wall = None if args.skip_run else run_search(args.space.resolve(), study, args.budget, args.db)
+    runner = SearchRunner(
+        space, SearchOptions(budget=1, db=args.db, study_name=study), console=Console(stderr=True)
+    )
+    board = runner.board
+
+    def rows() -> list[dict[str, Any]]:
+        return [r for r in board.snapshot({"trials": "created_at"}).get("trials", []) if r["study"] == study]
+
+    trials = sorted((r for r in rows() if r["trial_number"] is not None), key=lambda r: r["trial_number"])
+    checked = {r["recipe_hash"] for r in rows() if r["source"] == "check"}
+    for r in trials:
+        if r["status"] == "pruned" and r["recipe_hash"] not in checked:
+            runner.rescore(r["id"], "scored in full, to measure pruning", source="check", search=True)
+    every = rows()
+    check = {r["recipe_hash"]: r for r in every if r["source"] == "check"}
+    refs = [r for r in every if r["trial_number"] is None and r["source"] != "check"]
+    per_task = runner.limit or 0
+    n_tasks = len({s["task"] for s in board.samples([trials[0]["id"]], partitions=("search",))})
+
+    # Arm 1, as it ran.
+    pruned_search = sum((r["fidelity"] or 0) * n_tasks for r in trials)
+    pruned_confirmed = [r for r in trials if r["heldout_objective"] is not None]
+    pruned_heldout = sum(heldout_questions(board, r["id"]) for r in pruned_confirmed)
+    # Arm 2, replayed: every trial in full; confirmed when in the top K as it finishes.
+    full = [check.get(r["recipe_hash"], r) if r["status"] == "pruned" else r for r in trials]
+    done: list[float] = []
+    full_confirmed = []
+    for r in full:
+        if r["objective"] is None:
+            continue
+        if sum(v > r["objective"] for v in done) < runner.confirm_top:
+            full_confirmed.append(r)
+        done.append(r["objective"])
+    full_search = len(full) * per_task * n_tasks
+    full_heldout = sum(heldout_questions(board, r["id"]) for r in full_confirmed)
+    ref_cost = sum(
+        heldout_questions(board, r["id"])
+        + len({(s["task"], s["doc_id"]) for s in board.samples([r["id"]], partitions=("search",))})
+        for r in refs
+    )
+
+    def winner(confirmed: list[dict[str, Any]]) -> dict[str, Any]:
+        return max(confirmed, key=lambda r: r["heldout_objective"])
+
+    arms = {
+        "pruned (rungs + Wilcoxon, as run)": (pruned_confirmed, pruned_search, pruned_heldout),
+        "no pruning (same trials, replayed)": (full_confirmed, full_search, full_heldout),
+    }
     lines = [
-        f"Demo selection, budget {args.budget} trials per study, {tasks} tasks, seed "
-        f"{spec.get('sampler', {}).get('seed')}; database {args.db}",
+        f"Demo selection: `{args.space}`, {len(trials)} trials (sampler seed {space.sampler.seed}), "
+        f"{n_tasks} tasks x {per_task} search questions, confirm top {runner.confirm_top}; database `{args.db}`"
+        + (f"; the pruned search took {wall:.0f} s" if wall else ""),
         "",
-        "| | pruned (rungs + Wilcoxon) | full (no pruning) |",
+        "| | " + " | ".join(arms) + " |",
         "|---|---|---|",
     ]
 
-    def row(label: str, fn: Any) -> None:
-        lines.append(f"| {label} | " + " | ".join(str(fn(s, f)) for s, f in facts.items()) + " |")
+    def row(label: str, cells: list[Any]) -> None:
+        lines.append(f"| {label} | " + " | ".join(str(c) for c in cells) + " |")
 
-    row("wall time (s)", lambda s, f: f"{seconds[s]:.0f}" if s in seconds else "")
-    row("trials finished (pruned)", lambda s, f: f"{f['finished']} ({f['pruned']})")
-    row("search question-evaluations (trials)", lambda s, f: f["search_evals"])
-    row("held-out question-evaluations (confirmations + references)", lambda s, f: f["heldout_evals"])
-    row("reference search questions", lambda s, f: f["ref_search_evals"])
-    row("confirmed trials", lambda s, f: f["confirmed"])
+    row("trials pruned", [sum(r["status"] == "pruned" for r in trials), 0])
+    row("search question-evaluations", [a[1] for a in arms.values()])
+    row("held-out question-evaluations (confirmations)", [a[2] for a in arms.values()])
+    row("total, with the references' " + str(ref_cost), [a[1] + a[2] + ref_cost for a in arms.values()])
+    total_pruned, total_full = (a[1] + a[2] + ref_cost for a in arms.values())
+    row("share of the no-pruning cost", [f"{total_pruned / total_full:.0%}", "100%"])
+    row("confirmed trials", [len(a[0]) for a in arms.values()])
+    winners = [winner(a[0]) for a in arms.values()]
+    row("winner: held-out objective", [f"{w['name']}: {w['heldout_objective']:.3f}" for w in winners])
     row(
-        "winner (held-out objective)",
-        lambda s, f: (
-            f"{f['winner']['name']} ({f['winner']['heldout_objective']:.3f})" if f["winner"] else "none"
-        ),
-    )
-    row(
-        "winner's search objective - held-out objective",
-        lambda s, f: (
-            f"{f['winner']['objective'] - f['winner']['heldout_objective']:+.3f}" if f["winner"] else ""
-        ),
+        "winner: search objective - held-out objective",
+        [f"{w['objective'] - w['heldout_objective']:+.3f}" for w in winners],
     )
     for label in ("base", "science", "commonsense"):
-        row(
-            f"winner - {label} (held-out, paired)",
-            lambda s, f, label=label: next(
-                (
-                    f"{paired(board, f['winner']['id'], r['id'])} [{label} {r['heldout_objective']:.3f}]"
-                    for r in f["refs"]
-                    if f["winner"] and r["model_ref"] == spec["models"].get(label)
-                ),
-                "",
-            ),
-        )
-    a, b = (facts[s]["winner"] for s in facts)
-    if a and b:
-        lines += ["", f"pruned winner - full winner (held-out, paired): {paired(board, a['id'], b['id'])}"]
+        ref = next((r for r in refs if r["model_ref"] == space.models.get(label)), None)
+        if ref is not None:
+            row(
+                f"winner - {label} ({ref['heldout_objective']:.3f}), held-out, paired",
+                [paired(board, w["id"], ref["id"]) for w in winners],
+            )
+    lines += [
+        "",
+        f"pruned-arm winner - no-pruning winner (held-out, paired): {paired(board, winners[0]['id'], winners[1]['id'])}",
+    ]
     text = "\n".join(lines) + "\n"
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(text)

@@ -378,10 +378,11 @@ class SearchRunner:
         record.align_steps = built.align_steps
         return built
 
-    def rescore(self, row_id: str, label: str) -> TrialRecord:
+    def rescore(self, row_id: str, label: str, source: str = "nightly", search: bool = False) -> TrialRecord:
         """Build a recorded trial's recipe again and score it on the board's questions (the
         held-out part, or all of them without a split) as a new row: a later measurement of
-        the same recipe, to compare per question with the earlier one (``harness nightly``)."""
+        the same recipe, to compare per question with the earlier one (``harness nightly``).
+        ``search=True`` also scores every search question (what a pruned trial never saw)."""
         import yaml
 
         from harness.recipe import recipe_from_dict
@@ -392,7 +393,7 @@ class SearchRunner:
         record = self.scorer.describe(
             TrialRecord(
                 name=f"{row['name']} ({label})",
-                source="nightly",
+                source=source,
                 study=self.study_name,
                 recipe_yaml=row["recipe_yaml"],
                 recipe_hash=row["recipe_hash"],
@@ -405,6 +406,11 @@ class SearchRunner:
         record.objective_weights = self.space.objective.weights
         try:
             if self.search_part == "search":
+                if search:
+                    result = self.scorer.measure(built.model, built.tokenizer, "search")
+                    self._set_objective(record, result.summary, result.summary_stderr)
+                    record.fidelity = self.limit
+                    self.scorer.record(record, result)
                 self._score_heldout(record, built.model, built.tokenizer)
             else:
                 result = self.scorer.measure(built.model, built.tokenizer, self.search_part)
