@@ -70,12 +70,15 @@ def test_trials_scored_while_the_board_is_locked_are_kept_and_told(tmp_path, tin
     assert outcome.finished == 2 and outcome.failed == 0
     trials = runner.study.get_trials()
     assert [t.state for t in trials] == [TrialState.COMPLETE] * 2  # none left RUNNING
-    assert runner.board.pending() == 2
+    # Two records per trial: its search scores, then its held-out confirmation. Both wait
+    # (the second once replaced the first in the spool, losing the search scores).
+    assert runner.board.pending() == 4
     # The lock is gone: the next reader-side flush (report, leaderboard, next search) writes them.
     assert runner.board.flush_pending() == 0
     stored = dict(rows(db, "SELECT trial_number, objective FROM trials WHERE status = 'ok'"))
     assert stored == pytest.approx({t.number: t.value for t in trials})
-    assert rows(db, "SELECT count(*) FROM scores")[0][0] > 0
+    parts = rows(db, 'SELECT DISTINCT trial_id, "partition" FROM suite_scores')
+    assert sorted(p for _, p in parts) == ["heldout", "heldout", "search", "search"]
 
 
 def dead_pid() -> int:

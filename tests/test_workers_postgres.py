@@ -136,7 +136,8 @@ def test_a_killed_worker_loses_nothing_and_its_trial_is_retried(
             time.sleep(0.2)
             continue
         for t in study.get_trials(states=(TrialState.RUNNING,)):
-            if t.user_attrs.get("worker", {}).get("pid") == victim.pid:
+            # Once its recipe is fully sampled (method and weight): killed while it builds or scores.
+            if t.user_attrs.get("worker", {}).get("pid") == victim.pid and len(t.params) >= 2:
                 os.kill(victim.pid, signal.SIGKILL)  # mid-trial: built or scoring, not recorded
                 killed = t.number
                 break
