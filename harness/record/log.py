@@ -76,7 +76,7 @@ class RecordLog:
         except Exception:  # noqa: BLE001  (a malformed URL is reported when it is opened)
             return self.url.split("@")[-1]
 
-    def _engine_(self) -> Any:
+    def _get_engine(self) -> Any:
         import sqlalchemy
 
         if self._engine is None:
@@ -95,7 +95,7 @@ class RecordLog:
         (unreachable, restarting, out of disk) is StoreUnavailable."""
         import sqlalchemy
 
-        engine = self._engine_()
+        engine = self._get_engine()
         try:
             with engine.begin() as con:
                 log_id = self._log_id or self._migrate(con)
