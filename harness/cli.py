@@ -32,6 +32,15 @@ DEFAULT_REPORT = Path("leaderboard/index.html")
 F = TypeVar("F", bound=Callable[..., Any])
 
 DbOption = Annotated[Path, typer.Option("--db", help="DuckDB leaderboard file.")]
+SpaceOption = Annotated[Path, typer.Option(help="Search-space YAML.")]
+StudyOption = Annotated[str | None, typer.Option(help="Study name (default: the space's name).")]
+StorageOption = Annotated[
+    str | None,
+    typer.Option(
+        help="Optuna storage: a *.journal file (workers on one machine; default: under "
+        "results/) or postgresql://user@host/db (workers on several machines)."
+    ),
+]
 LogOption = Annotated[
     str | None,
     typer.Option(
@@ -180,16 +189,10 @@ def eval_(
 @app.command()
 @user_errors
 def search(
-    space: Annotated[Path, typer.Option(help="Search-space YAML.")] = Path("search/demo.yaml"),
+    space: SpaceOption = Path("search/demo.yaml"),
     budget: Annotated[int, typer.Option(help="Finished trials wanted in this study (a rerun resumes).")] = 50,
-    study: Annotated[str | None, typer.Option(help="Study name (default: the space's name).")] = None,
-    storage: Annotated[
-        str | None,
-        typer.Option(
-            help="Optuna storage: a *.journal file (workers on one machine; default: under "
-            "results/) or postgresql://user@host/db (workers on several machines)."
-        ),
-    ] = None,
+    study: StudyOption = None,
+    storage: StorageOption = None,
     limit: Annotated[int | None, typer.Option(help="Questions per task (overrides the space).")] = None,
     device: Annotated[str | None, typer.Option(help="cpu, cuda, ... (default: cuda if available).")] = None,
     heartbeat: Annotated[
@@ -262,13 +265,10 @@ def search(
 @app.command()
 @user_errors
 def nightly(
-    space: Annotated[Path, typer.Option(help="Search-space YAML.")] = Path("search/demo.yaml"),
+    space: SpaceOption = Path("search/demo.yaml"),
     budget: Annotated[int, typer.Option(help="Trials added to the study tonight.")] = 10,
-    study: Annotated[str | None, typer.Option(help="Study name (default: the space's name).")] = None,
-    storage: Annotated[
-        str | None,
-        typer.Option(help="Optuna storage: a *.journal file or postgresql://... (default: under results/)."),
-    ] = None,
+    study: StudyOption = None,
+    storage: StorageOption = None,
     device: Annotated[str | None, typer.Option(help="cpu, cuda, ... (default: cuda if available).")] = None,
     report_out: Annotated[Path, typer.Option(help="Where the HTML report goes.")] = DEFAULT_REPORT,
     summary: Annotated[Path, typer.Option(help="Markdown summary file (also printed).")] = Path(

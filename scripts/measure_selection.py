@@ -41,8 +41,9 @@ def run_search(space: Path, study: str, budget: int, db: Path) -> float:
     return time.perf_counter() - start
 
 
-def heldout_questions(board: Leaderboard, trial_id: str) -> int:
-    return len({(s["task"], s["doc_id"]) for s in board.samples([trial_id], partitions=("heldout",))})
+def questions(board: Leaderboard, trial_id: str, partition: str = "heldout") -> int:
+    """Questions a row was scored on in one partition (question-evaluations, whatever the metrics)."""
+    return len({(s["task"], s["doc_id"]) for s in board.samples([trial_id], partitions=(partition,))})
 
 
 def paired(board: Leaderboard, a: str, b: str) -> str:
@@ -94,7 +95,7 @@ def main() -> None:
     # Arm 1, as it ran.
     pruned_search = sum((r["fidelity"] or 0) * n_tasks for r in trials)
     pruned_confirmed = [r for r in trials if r["heldout_objective"] is not None]
-    pruned_heldout = sum(heldout_questions(board, r["id"]) for r in pruned_confirmed)
+    pruned_heldout = sum(questions(board, r["id"]) for r in pruned_confirmed)
     # Arm 2, replayed: every trial in full; confirmed when in the top K as it finishes.
     full = [check.get(r["recipe_hash"], r) if r["status"] == "pruned" else r for r in trials]
     done: list[float] = []
@@ -106,12 +107,8 @@ def main() -> None:
             full_confirmed.append(r)
         done.append(r["objective"])
     full_search = len(full) * per_task * n_tasks
-    full_heldout = sum(heldout_questions(board, r["id"]) for r in full_confirmed)
-    ref_cost = sum(
-        heldout_questions(board, r["id"])
-        + len({(s["task"], s["doc_id"]) for s in board.samples([r["id"]], partitions=("search",))})
-        for r in refs
-    )
+    full_heldout = sum(questions(board, r["id"]) for r in full_confirmed)
+    ref_cost = sum(questions(board, r["id"]) + questions(board, r["id"], "search") for r in refs)
 
     def winner(confirmed: list[dict[str, Any]]) -> dict[str, Any]:
         return max(confirmed, key=lambda r: r["heldout_objective"])

@@ -30,9 +30,19 @@ def data(tmp_path_factory) -> Path:
     return build_data_dir(tmp_path_factory.mktemp("eval_data"), parts=("arc",))
 
 
-def space_file(tmp_path: Path, tiny_models, data: Path, weights: list[float]) -> Path:
+def space_file(
+    tmp_path: Path,
+    tiny_models,
+    data: Path,
+    weights: list[float],
+    name: str = "faults",
+    sampler: dict | None = None,
+) -> Path:
+    """A linear merge of the tiny donors over ``weights`` (grid when several, else TPE)."""
+    if sampler is None:
+        sampler = {"name": "grid"} if len(weights) > 1 else {"name": "tpe", "seed": 0}
     space = {
-        "name": "faults",
+        "name": name,
         "models": {k: str(v) for k, v in tiny_models.items() if k != "wide"},
         "methods": {
             "linear": {
@@ -47,7 +57,7 @@ def space_file(tmp_path: Path, tiny_models, data: Path, weights: list[float]) ->
         "limit": 3,
         "data_dir": str(data),
         "objective": {"maximize": {"arc_challenge_0shot_acc": 1.0}},
-        "sampler": {"name": "grid"} if len(weights) > 1 else {"name": "tpe", "seed": 0},
+        "sampler": sampler,
     }
     path = tmp_path / "space.yaml"
     path.write_text(yaml.safe_dump(space))

@@ -16,7 +16,6 @@ from pathlib import Path
 import duckdb
 import optuna
 import pytest
-import yaml
 from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.trial import TrialState
 from typer.testing import CliRunner
@@ -24,6 +23,7 @@ from typer.testing import CliRunner
 from harness.cli import app
 from harness.record import Leaderboard, RecordLog
 from tests.fixtures.evaluate_data import build_data_dir
+from tests.test_reliability_search import space_file
 
 pytestmark = pytest.mark.usefixtures("eval_env")
 CLI = CliRunner()
@@ -36,27 +36,9 @@ def data(tmp_path_factory) -> Path:
 
 
 def _space(tmp_path: Path, tiny_models, data: Path) -> Path:
-    space = {
-        "name": "many",
-        "models": {k: str(v) for k, v in tiny_models.items() if k != "wide"},
-        "methods": {
-            "linear": {
-                "merge_method": "linear",
-                "models": [
-                    {"model": "$donor_a", "parameters": {"weight": {"choice": WEIGHTS}}},
-                    {"model": "$donor_b", "parameters": {"weight": 0.5}},
-                ],
-            }
-        },
-        "suites": ["arc_challenge"],
-        "limit": 3,
-        "data_dir": str(data),
-        "objective": {"maximize": {"arc_challenge_0shot_acc": 1.0}},
-        "sampler": {"name": "random", "seed": 0},
-    }
-    path = tmp_path / "space.yaml"
-    path.write_text(yaml.safe_dump(space))
-    return path
+    return space_file(
+        tmp_path, tiny_models, data, WEIGHTS, name="many", sampler={"name": "random", "seed": 0}
+    )
 
 
 def _workers(

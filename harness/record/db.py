@@ -229,6 +229,12 @@ def _is_lock_conflict(err: Exception) -> bool:
     return "Could not set lock" in text or "Conflicting lock" in text
 
 
+def _dicts(cur: duckdb.DuckDBPyConnection) -> list[dict[str, Any]]:
+    """The rows of an executed query as {column: value}."""
+    cols = [d[0] for d in cur.description]
+    return [dict(zip(cols, r, strict=True)) for r in cur.fetchall()]
+
+
 def _row(values: list[Any]) -> list[Any]:
     return [_clean(v) if isinstance(v, float) else v for v in values]
 
@@ -321,8 +327,7 @@ class Leaderboard:
         """Apply the migrations this file has not had (a writer holds the file alone, so no
         other process can migrate it at the same time)."""
         con.execute("CREATE TABLE IF NOT EXISTS meta (key VARCHAR PRIMARY KEY, value VARCHAR)")
-        row = con.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
-        current = int(row[0]) if row else 0
+        current = int(self._meta(con, "schema_version") or 0)
         if current > SCHEMA_VERSION:
             raise HarnessError(
                 f"{self.path} has leaderboard schema version {current}, newer than this harness's "
@@ -335,15 +340,20 @@ class Leaderboard:
             con.execute("BEGIN TRANSACTION")
             try:
                 con.execute(sql)
-                con.execute("INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)", [str(version)])
+                self._set_meta(con, "schema_version", version)
                 con.execute("COMMIT")
             except BaseException:
                 con.execute("ROLLBACK")
                 raise
 
-    def _meta(self, con: duckdb.DuckDBPyConnection, key: str) -> str | None:
+    @staticmethod
+    def _meta(con: duckdb.DuckDBPyConnection, key: str) -> str | None:
         row = con.execute("SELECT value FROM meta WHERE key = ?", [key]).fetchone()
         return row[0] if row else None
+
+    @staticmethod
+    def _set_meta(con: duckdb.DuckDBPyConnection, key: str, value: object) -> None:
+        con.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", [key, str(value)])
 
     def _open(self, read_only: bool, wait: float) -> duckdb.DuckDBPyConnection:
         deadline = time.monotonic() + wait
@@ -413,11 +423,7 @@ class Leaderboard:
             return 0
         try:
             if self.log is not None:
-                for path in self.spool.pending():
-                    payload = self.spool.read(path)
-                    if payload is None:
-                        self.warn(f"{path} is not a pending leaderboard record; left in place")
-                        continue
+                for path, payload in self._spooled():
                     self.log.append(payload)
                     self.spool.done(path)
             else:
@@ -453,7 +459,7 @@ class Leaderboard:
             known = self._meta(con, "log_id")
             self._check_log_id(known, log_id)
             if known is None:
-                con.execute("INSERT OR REPLACE INTO meta VALUES ('log_id', ?)", [log_id])
+                self._set_meta(con, "log_id", log_id)
             for seq, payload in self.log.since(int(self._meta(con, "log_seq") or 0)):
                 try:
                     self._write(con, payload, log_seq=seq)
@@ -462,7 +468,7 @@ class Leaderboard:
                     raise
                 except duckdb.Error as err:  # one bad record must not stop the board forever
                     self.warn(f"leaderboard log record {seq} cannot be written ({str(err)[:200]}); skipped")
-                    con.execute("INSERT OR REPLACE INTO meta VALUES ('log_seq', ?)", [str(seq)])
+                    self._set_meta(con, "log_seq", seq)
         return applied
 
     def _sync_after_write(self) -> None:
@@ -473,12 +479,17 @@ class Leaderboard:
         except (StoreUnavailable, duckdb.IOException):
             pass
 
-    def _flush_into(self, con: duckdb.DuckDBPyConnection) -> None:
+    def _spooled(self) -> Iterator[tuple[Path, dict[str, Any]]]:
+        """The spooled records, oldest first; a file that is not one is left in place."""
         for path in self.spool.pending():
             payload = self.spool.read(path)
             if payload is None:
                 self.warn(f"{path} is not a pending leaderboard record; left in place")
                 continue
+            yield path, payload
+
+    def _flush_into(self, con: duckdb.DuckDBPyConnection) -> None:
+        for path, payload in self._spooled():
             try:
                 self._write(con, payload)
             except duckdb.IOException:
@@ -629,7 +640,7 @@ class Leaderboard:
             if payload.get("copy_scores_from"):
                 self._copy_scores(con, trial_id, payload["copy_scores_from"])
             if log_seq is not None:
-                con.execute("INSERT OR REPLACE INTO meta VALUES ('log_seq', ?)", [str(log_seq)])
+                self._set_meta(con, "log_seq", log_seq)
             con.execute("COMMIT")
         except BaseException:
             con.execute("ROLLBACK")
@@ -701,8 +712,7 @@ class Leaderboard:
                 cur = con.execute(sql, args)
             except duckdb.CatalogException:
                 return []
-            cols = [d[0] for d in cur.description]
-            return [dict(zip(cols, r, strict=True)) for r in cur.fetchall()]
+            return _dicts(cur)
 
     def snapshot(self, tables: dict[str, str]) -> dict[str, list[dict[str, Any]]]:
         """Whole tables as rows, {table: ORDER BY clause}, read in one connection (a writer
@@ -716,9 +726,7 @@ class Leaderboard:
             }
             for table, order in tables.items():
                 if table in present:
-                    cur = con.execute(f"SELECT * FROM {table} ORDER BY {order}")
-                    cols = [d[0] for d in cur.description]
-                    out[table] = [dict(zip(cols, r, strict=True)) for r in cur.fetchall()]
+                    out[table] = _dicts(con.execute(f"SELECT * FROM {table} ORDER BY {order}"))
         return out
 
     def trial(self, trial_id: str) -> dict[str, Any] | None:
@@ -769,15 +777,15 @@ class Leaderboard:
         if not self.path.exists():
             return []
         with self.connect(read_only=True) as con:
-            cur = con.execute(
-                """SELECT id, name, status, error, source, study, trial_number, merge_method, align_method,
-                          objective, heldout_objective, fidelity, reused_from, num_parameters, eval_limit,
-                          created_at
-                   FROM trials WHERE ? IS NULL OR study = ? ORDER BY created_at""",
-                [study, study],
+            records = _dicts(
+                con.execute(
+                    """SELECT id, name, status, error, source, study, trial_number, merge_method, align_method,
+                              objective, heldout_objective, fidelity, reused_from, num_parameters, eval_limit,
+                              created_at
+                       FROM trials WHERE ? IS NULL OR study = ? ORDER BY created_at""",
+                    [study, study],
+                )
             )
-            columns = [d[0] for d in cur.description]
-            records = [dict(zip(columns, r, strict=True)) for r in cur.fetchall()]
             scores = con.execute(
                 'SELECT trial_id, name, value FROM suite_scores WHERE "partition" IN (?, ?)',
                 list(BOARD_PARTITIONS),

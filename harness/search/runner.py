@@ -14,11 +14,8 @@ study goes on; Ctrl-C marks the running trial interrupted and a rerun resumes.
 
 from __future__ import annotations
 
-import contextlib
 import gc
 import time
-import warnings
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,7 +31,7 @@ from harness.evaluate.questions import Partition
 from harness.evaluate.results import Composition, Sample
 from harness.pipeline import Scorer, Scoring, request_cache
 from harness.record import Leaderboard, RecordLog, TrialRecord, is_log_url
-from harness.search.optuna_compat import heartbeat, storage_trial_id
+from harness.search.optuna_compat import heartbeat, quiet_experimental, storage_trial_id
 from harness.search.space import SearchSpace
 from harness.search.study import (
     DEFAULT_HEARTBEAT,
@@ -132,7 +129,7 @@ class SearchRunner:
         self.suites = self.scorer.suites
         # Without a split the objective's questions are the board's too ("all"), unconfirmed.
         self.search_part: Partition = "search" if self.selection.split else "all"
-        with _quiet_experimental():
+        with quiet_experimental():
             self.stale = StaleTrials()
             self.stale.on_stale = self._record_stale
             self.storage = open_storage(target, options.heartbeat, self.stale)
@@ -183,7 +180,7 @@ class SearchRunner:
         """Fail (and re-queue) RDB-storage trials whose worker stopped beating (any host)."""
         from optuna.storages import fail_stale_trials
 
-        with _quiet_experimental():
+        with quiet_experimental():
             fail_stale_trials(self.study)
 
     def _record_stale(self, frozen: Any) -> bool:
@@ -257,7 +254,7 @@ class SearchRunner:
                 self._record_interrupted(
                     frozen, "died during this trial (killed?); its parameters are queued again"
                 )
-                with _quiet_experimental():
+                with quiet_experimental():
                     self.stale.retry(self.study, frozen)  # as a heartbeat-stale trial is
             self._warn(
                 f"trial {frozen.number} was left RUNNING by dead worker pid {worker.get('pid')}: "
@@ -423,7 +420,7 @@ class SearchRunner:
 
     def run_one(self, outcome: SearchOutcome | None = None) -> str:
         """One trial, start to finish, beating while it runs. Returns ok | reused | pruned | failed."""
-        with _quiet_experimental():  # Optuna warns that heartbeats are meant for optimize()
+        with quiet_experimental():  # Optuna warns that heartbeats are meant for optimize()
             trial = self.study.ask()
         with heartbeat(self.storage, trial):
             return self._run_trial(trial, outcome)
@@ -656,15 +653,3 @@ class SearchRunner:
 def _questions(result: Any) -> int:
     """How many questions a result scored (question-evaluations, whatever the metrics)."""
     return len({(x.task, x.doc_id) for x in result.samples})
-
-
-@contextlib.contextmanager
-def _quiet_experimental() -> Iterator[None]:
-    """Optuna flags its heartbeat API experimental, and meant for ``optimize``; the search
-    drives ask/tell itself and starts the heartbeat (``optuna_compat``)."""
-    import optuna
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed")
-        yield

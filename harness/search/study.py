@@ -6,13 +6,13 @@ import functools
 import hashlib
 import re
 import time
-import warnings
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
 from harness.errors import HarnessError
 from harness.search.distributions import iter_distributions
+from harness.search.optuna_compat import quiet_experimental
 from harness.search.space import SearchSpace
 
 STUDY_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
@@ -91,8 +91,7 @@ class StaleTrials:
         from optuna.storages import RetryHeartbeatStaleTrialCallback
 
         done: set[int] = set()
-        with warnings.catch_warnings():  # experimental in Optuna, stable since 2.8
-            warnings.simplefilter("ignore")
+        with quiet_experimental():  # experimental in Optuna, stable since 2.8
             for t in trials:
                 if RetryHeartbeatStaleTrialCallback.retried_trial_number(t) is not None:
                     done.update(RetryHeartbeatStaleTrialCallback.retry_history(t))
@@ -169,14 +168,12 @@ def _seeded_sampler(name: str, options: dict[str, Any], seed: int) -> Any:
         # multivariate + group: TPE models the per-method parameter groups jointly.
         options.setdefault("multivariate", True)
         options.setdefault("group", True)
-        with warnings.catch_warnings():  # `group` is flagged experimental; it is what conditional spaces need
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        with quiet_experimental():  # `group` is flagged experimental; it is what conditional spaces need
             return optuna.samplers.TPESampler(seed=seed, **options)
     if name == "cmaes":
         # CMA-ES handles the continuous parameters; the method choice falls back to random.
         options.setdefault("warn_independent_sampling", False)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        with quiet_experimental():
             return optuna.samplers.CmaEsSampler(seed=seed, **options)
     if name == "nsga2":
         return optuna.samplers.NSGAIISampler(seed=seed, **options)
@@ -276,8 +273,7 @@ def make_pruner(selection: Any) -> Any:
 
     if not selection.rungs or selection.pruner == "none":
         return optuna.pruners.NopPruner()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+    with quiet_experimental():
         return optuna.pruners.WilcoxonPruner(p_threshold=selection.p_threshold, n_startup_steps=0)
 
 
