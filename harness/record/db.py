@@ -229,6 +229,18 @@ def _is_lock_conflict(err: Exception) -> bool:
     return "Could not set lock" in text or "Conflicting lock" in text
 
 
+@contextlib.contextmanager
+def _transaction(con: duckdb.DuckDBPyConnection) -> Iterator[None]:
+    """One transaction: committed when the block ends, rolled back when it raises."""
+    con.execute("BEGIN TRANSACTION")
+    try:
+        yield
+        con.execute("COMMIT")
+    except BaseException:
+        con.execute("ROLLBACK")
+        raise
+
+
 def _dicts(cur: duckdb.DuckDBPyConnection) -> list[dict[str, Any]]:
     """The rows of an executed query as {column: value}."""
     cols = [d[0] for d in cur.description]
@@ -337,14 +349,9 @@ class Leaderboard:
         for version, sql in MIGRATIONS:
             if version <= current:
                 continue
-            con.execute("BEGIN TRANSACTION")
-            try:
+            with _transaction(con):
                 con.execute(sql)
                 self._set_meta(con, "schema_version", version)
-                con.execute("COMMIT")
-            except BaseException:
-                con.execute("ROLLBACK")
-                raise
 
     @staticmethod
     def _meta(con: duckdb.DuckDBPyConnection, key: str) -> str | None:
@@ -606,8 +613,7 @@ class Leaderboard:
         if "partition" not in payload:  # spooled by schema 3: rows without the partition column
             for table in ("scores", "suite_scores", "summary_parts"):
                 payload[table] = [[*r, "all"] for r in payload.get(table) or []]
-        con.execute("BEGIN TRANSACTION")
-        try:
+        with _transaction(con):
             partition = payload.get("partition", "all")  # spooled by schema 3: one partition
             copy = bool(payload.get("copy_scores_from"))
             for table in TRIAL_TABLES:
@@ -641,10 +647,6 @@ class Leaderboard:
                 self._copy_scores(con, trial_id, payload["copy_scores_from"])
             if log_seq is not None:
                 self._set_meta(con, "log_seq", log_seq)
-            con.execute("COMMIT")
-        except BaseException:
-            con.execute("ROLLBACK")
-            raise
 
     @staticmethod
     def _insert_samples(con: duckdb.DuckDBPyConnection, rows: list[list[Any]]) -> None:
