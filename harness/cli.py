@@ -41,6 +41,14 @@ StorageOption = Annotated[
         "results/) or postgresql://user@host/db (workers on several machines)."
     ),
 ]
+StockScoringOption = Annotated[
+    bool,
+    typer.Option(
+        "--stock-scoring",
+        help="Score log-likelihoods with lm-eval's stock HFLM instead of the shared-prefix path "
+        "(same numbers, slower; for checking).",
+    ),
+]
 LogOption = Annotated[
     str | None,
     typer.Option(
@@ -103,6 +111,7 @@ def build(
     limit: Annotated[int | None, typer.Option(help="Questions per task when scoring.")] = None,
     db: DbOption = DEFAULT_DB,
     storage: LogOption = None,
+    stock_scoring: StockScoringOption = False,
 ) -> None:
     """Build one model from a recipe and save it (optionally score and record it)."""
     from harness.build import build_model, choose_route, prepare_out_dir
@@ -114,7 +123,9 @@ def build(
     resolved = resolve_recipe(load_recipe(recipe), where=str(recipe))
     choose_route(resolved, route)  # type: ignore[arg-type]
     prepare_out_dir(out, overwrite)
-    scorer = _scorer(_parse_suites(suite), limit, db, storage=storage) if suite else None
+    scorer = (
+        _scorer(_parse_suites(suite), limit, db, storage=storage, fast=not stock_scoring) if suite else None
+    )
     with console.status(f"building {_fmt(resolved.recipe.display_name())}"):
         built = build_model(resolved, out_dir=out, route=route)  # type: ignore[arg-type]
     console.print(
@@ -163,6 +174,7 @@ def eval_(
     name: Annotated[str | None, typer.Option(help="Leaderboard name (default: the model reference).")] = None,
     db: DbOption = DEFAULT_DB,
     storage: LogOption = None,
+    stock_scoring: StockScoringOption = False,
 ) -> None:
     """Score one model with lm-eval and record it on the leaderboard."""
     from harness.build.loading import check_device, load_pretrained, model_facts
@@ -176,7 +188,9 @@ def eval_(
         raise HarnessError(f"--data-dir {data_dir} is not a folder", "pass the folder holding your datasets")
     suites = _parse_suites(suite)
     check_device(device)
-    scorer = _scorer(suites, limit, db, data_dir=data_dir, batch_size=batch_size, storage=storage)
+    scorer = _scorer(
+        suites, limit, db, data_dir=data_dir, batch_size=batch_size, storage=storage, fast=not stock_scoring
+    )
     with console.status(f"loading {escape(model)}"):
         loaded, tokenizer, _ = load_pretrained(model, device=device, dtype=dtype)
     num_parameters, dtype_name = model_facts(loaded)
@@ -475,6 +489,7 @@ def _scorer(
     data_dir: Path | None = None,
     batch_size: int = 8,
     storage: str | None = None,
+    fast: bool = True,
 ) -> Any:
     """The scoring pipeline, checked before any model is loaded or built: suites planned,
     local data resolved, the leaderboard writable (and its shared log reachable)."""
@@ -482,7 +497,7 @@ def _scorer(
 
     board = _leaderboard(db, storage)
     board.check_writable()
-    scoring = Scoring(suites=suites, limit=limit, data_dir=data_dir, batch_size=batch_size)
+    scoring = Scoring(suites=suites, limit=limit, data_dir=data_dir, batch_size=batch_size, fast=fast)
     return Scorer(scoring, board, progress=True)
 
 

@@ -31,6 +31,7 @@ class Scoring:
     limit: int | None = None  # questions per task: the first N (no split) or of the search part
     data_dir: Path | None = None
     batch_size: int = 8
+    fast: bool = True  # shared-prefix log-likelihoods (harness.evaluate.fast_lm); False: stock HFLM
     split: SplitRule | None = None  # a study's search / held-out division; None: lm-eval's limit
     heldout_limit: int | None = None  # questions per task of a held-out confirmation (None: all)
 
@@ -81,6 +82,7 @@ class Scorer:
         common: dict[str, Any] = {
             "data_dir": self.scoring.data_dir,
             "batch_size": self.scoring.batch_size,
+            "fast": self.scoring.fast,
             "progress": self.progress,
             "plan": self.plan,
             "cache": cache,

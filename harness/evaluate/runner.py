@@ -42,6 +42,7 @@ def evaluate_model(
     partition: Partition = "all",
     cache: Path | None = None,
     plan: EvalPlan | None = None,
+    fast: bool = True,
 ) -> EvalResult:
     """Score a loaded ``PreTrainedModel`` on suites with lm-eval (one HFLM, no reloads).
 
@@ -52,10 +53,14 @@ def evaluate_model(
     of the questions (the next rung) computes only the new ones and gets lm-eval's own numbers
     for the whole set. Tasks without data anywhere yield rows with value None and a
     ``data_source`` saying why; the rest still runs. ``device`` moves the model there first
-    (lm-eval uses the model's own device).
+    (lm-eval uses the model's own device). ``fast`` scores log-likelihoods with
+    :class:`~harness.evaluate.fast_lm.SharedPrefixHFLM` (same numbers, each context run once);
+    False uses lm-eval's stock ``HFLM``.
     """
     import lm_eval
     from lm_eval.models.huggingface import HFLM
+
+    from harness.evaluate.fast_lm import SharedPrefixHFLM
 
     started = time.perf_counter()
     if questions is not None and limit is not None:
@@ -71,7 +76,8 @@ def evaluate_model(
         with _progress(progress):
             if plan.runs:  # wrapped once for every run; nothing to wrap when nothing has data
                 model.eval()
-                lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size)
+                lm_class = SharedPrefixHFLM if fast else HFLM
+                lm = lm_class(pretrained=model, tokenizer=tokenizer, batch_size=batch_size)
             for run in plan.runs:
                 chosen = None
                 if questions is not None:
@@ -156,9 +162,11 @@ def _progress(enabled: bool) -> Iterator[None]:
     import lm_eval.models.huggingface
     from datasets.utils.logging import is_progress_bar_enabled
 
+    import harness.evaluate.fast_lm
+
     # lm-eval creates its bars without a switch (task request building), so swap the name
     # its modules import for a disabled one; restored on exit.
-    modules = [lm_eval.api.task, lm_eval.api.model, lm_eval.models.huggingface]
+    modules = [lm_eval.api.task, lm_eval.api.model, lm_eval.models.huggingface, harness.evaluate.fast_lm]
     saved = [m.tqdm for m in modules]
     bars_were_on = is_progress_bar_enabled()
     try:

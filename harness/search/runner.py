@@ -121,6 +121,7 @@ class SearchRunner:
                 limit=self.limit,
                 data_dir=data_dir,
                 batch_size=space.batch_size,
+                fast=space.fast_scoring,
                 split=self.selection.split,
                 heldout_limit=self.selection.heldout_limit,
             ),

@@ -200,6 +200,11 @@ class SearchSpace(BaseModel):
     suites: list[str | SuiteSpec]
     limit: int | None = Field(default=None, description="Questions per task (documented CPU budget).")
     batch_size: int = 8
+    fast_scoring: bool = Field(
+        default=True,
+        description="Shared-prefix log-likelihood scoring (each context run once; same numbers as "
+        "lm-eval's stock HFLM, which false selects).",
+    )
     data_dir: str | None = None
     dtype: str = "float32"
     objective: ObjectiveSpec

@@ -1,0 +1,228 @@
+"""lm-eval's ``HFLM`` with a log-likelihood path that does only the work the answer needs.
+
+A multiple-choice question asks for ``log p(choice | context)`` once per choice, with the same
+context each time (an ARC 25-shot context is ~1,500 tokens, scored four times by stock
+``HFLM``), and stock ``HFLM`` projects every position of every sequence onto the vocabulary
+and log-softmaxes all of it (49k x 1,500 floats per sequence) to read a handful of values.
+:class:`SharedPrefixHFLM` instead
+
+- runs each distinct context once (contexts batched longest first, left-padded, so the last
+  position of every row is its context's last token) and asks for that position's logits only;
+- copies the context's key/value cache once per answer choice and runs only the choices'
+  tokens after it, with logits for those positions only;
+- batches by a token budget (rows x padded length) rather than a fixed count, and on a CUDA
+  out-of-memory error halves the budget and retries the batch.
+
+Everything else (tasks, prompts, tokenisation, truncation rules, metrics, generation, rolling
+log-likelihoods, lm-eval's request cache) is lm-eval's own: only ``_loglikelihood_tokens`` is
+overridden, and requests it cannot serve exactly as stock would (a context plus continuation
+longer than the model's window, which lm-eval truncates from the left) go to stock
+``HFLM``. Per-request log-likelihoods equal stock's to float rounding (the test asserts 1e-4
+in float32) and every greedy flag and accuracy exactly.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from lm_eval.models.huggingface import HFLM
+from tqdm import tqdm
+
+from harness.evaluate import transformers_compat as tc
+
+log = logging.getLogger(__name__)
+
+Request = tuple[tuple[str, str] | None, list[int], list[int]]
+Answer = tuple[float, bool]
+
+# Padded tokens per batch (rows x longest context). On a CPU this is about where larger
+# batches stop paying; on a GPU it starts high and halves on out-of-memory.
+CPU_BATCH_TOKENS = 8192
+CUDA_BATCH_TOKENS = 262144
+
+
+@dataclass
+class _Question:
+    """One distinct context and the requests (indices into the call's list) that continue it."""
+
+    context: list[int]
+    requests: list[int]
+
+
+class SharedPrefixHFLM(HFLM):
+    """``HFLM`` whose log-likelihoods share each context's forward pass among its choices.
+
+    ``batch_tokens`` caps rows x padded length per forward pass (default: by device).
+    Models whose forward lacks what :mod:`harness.evaluate.transformers_compat` needs are
+    scored by stock ``HFLM``, with one log line saying why.
+    """
+
+    def __init__(self, *args: Any, batch_tokens: int | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        on_cuda = getattr(self.device, "type", str(self.device)) == "cuda"
+        self.batch_tokens = batch_tokens or (CUDA_BATCH_TOKENS if on_cuda else CPU_BATCH_TOKENS)
+        self._on_cuda = on_cuda
+        reason = "seq2seq backend" if self.backend != "causal" else tc.shares_prefixes(self.model)
+        self.stock_reason = reason
+        if reason:
+            log.info("scoring with stock HFLM: %s", reason)
+
+    def _loglikelihood_tokens(
+        self,
+        requests: list[Request],  # type: ignore[override]
+        disable_tqdm: bool = False,
+        override_bs: int | None = None,
+    ) -> list[Answer]:
+        if self.stock_reason:
+            return super()._loglikelihood_tokens(requests, disable_tqdm, override_bs)
+        answers: list[Answer | None] = [None] * len(requests)
+        questions: dict[tuple[int, ...], _Question] = {}
+        truncated: list[int] = []
+        for i, (_, context, continuation) in enumerate(requests):
+            if len(context) + len(continuation) > self.max_length + 1 or not context or not continuation:
+                truncated.append(i)  # stock's left truncation (or its own assertion) applies
+            else:
+                questions.setdefault(tuple(context), _Question(list(context), [])).requests.append(i)
+        if truncated:
+            stock = super()._loglikelihood_tokens([requests[i] for i in truncated], disable_tqdm, override_bs)
+            for i, answer in zip(truncated, stock, strict=True):
+                answers[i] = answer
+        ordered = sorted(questions.values(), key=lambda q: -len(q.context))  # any OOM comes first
+        with tqdm(
+            total=len(requests) - len(truncated),
+            disable=disable_tqdm or self.rank != 0,
+            desc="Running loglikelihood requests",
+        ) as bar:
+            for batch in self._batches(ordered, requests):
+                for i, answer in self._score_with_retry(batch, requests):
+                    answers[i] = answer
+                    request_str = requests[i][0]
+                    if request_str is not None:  # rolling windows are cached by their caller
+                        self.cache_hook.add_partial("loglikelihood", request_str, answer)
+                    bar.update(1)
+        return [answer for answer in answers if answer is not None]
+
+    # ------------------------------------------------------------------ batching
+
+    def _batches(
+        self, questions: Sequence[_Question], requests: Sequence[Request]
+    ) -> Iterator[list[_Question]]:
+        """Consecutive questions (longest context first) while rows x padded length fits."""
+        batch: list[_Question] = []
+        rows = 0
+        for question in questions:
+            extra = 1 + sum(1 for i in question.requests if len(requests[i][2]) > 1)
+            width = len(batch[0].context) if batch else len(question.context)
+            if batch and (rows + extra) * width > self.batch_tokens:
+                yield batch
+                batch, rows = [], 0
+            batch.append(question)
+            rows += extra
+        if batch:
+            yield batch
+
+    def _score_with_retry(
+        self, batch: list[_Question], requests: Sequence[Request]
+    ) -> list[tuple[int, Answer]]:
+        try:
+            return self._score(batch, requests)
+        except torch.OutOfMemoryError:
+            if len(batch) == 1:
+                raise
+            self.batch_tokens = max(1, self.batch_tokens // 2)
+            log.warning("out of memory: batch_tokens halved to %d", self.batch_tokens)
+            if self._on_cuda:
+                torch.cuda.empty_cache()
+            half = len(batch) // 2
+            return self._score_with_retry(batch[:half], requests) + self._score_with_retry(
+                batch[half:], requests
+            )
+
+    # ------------------------------------------------------------------ scoring
+
+    def _log_softmax(self, logits: torch.Tensor) -> torch.Tensor:
+        return F.log_softmax(logits, dim=-1, dtype=self.softmax_dtype)
+
+    def _score(self, batch: list[_Question], requests: Sequence[Request]) -> list[tuple[int, Answer]]:
+        device = self.device
+        width = max(len(q.context) for q in batch)
+        ids = torch.full((len(batch), width), self._pad_id(), dtype=torch.long)
+        mask = torch.zeros((len(batch), width), dtype=torch.long)
+        for row, question in enumerate(batch):  # left padding: every row ends at its last token
+            ids[row, width - len(question.context) :] = torch.tensor(question.context)
+            mask[row, width - len(question.context) :] = 1
+        ids, mask = ids.to(device), mask.to(device)
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        lengths = mask.sum(-1)
+
+        # Each choice's tokens after the first, run from a copy of its question's cache.
+        tails = [(row, i) for row, q in enumerate(batch) for i in q.requests if len(requests[i][2]) > 1]
+        with self._inference():
+            first_logits, cache = tc.last_logits_and_cache(self.model, ids, mask, positions)
+            first = self._log_softmax(first_logits)  # [questions, vocab]: predicts token 1
+            tail_logprobs = self._tails(tails, requests, cache, mask, lengths) if tails else None
+
+        tail_row = {i: n for n, (_, i) in enumerate(tails)}
+        first_greedy = first.argmax(-1)
+        out: list[tuple[int, Answer]] = []
+        for row, question in enumerate(batch):
+            for i in question.requests:
+                continuation = requests[i][2]
+                head = first[row, continuation[0]].reshape(1)
+                greedy = bool(first_greedy[row] == continuation[0])
+                if len(continuation) > 1:
+                    assert tail_logprobs is not None
+                    steps = tail_logprobs[tail_row[i], : len(continuation) - 1]
+                    wanted = torch.tensor(continuation[1:], device=steps.device)
+                    head = torch.cat([head, steps.gather(-1, wanted.unsqueeze(-1)).squeeze(-1)])
+                    greedy = greedy and bool((steps.argmax(-1) == wanted).all())
+                out.append((i, (float(head.sum()), greedy)))
+        return out
+
+    def _tails(
+        self,
+        tails: list[tuple[int, int]],
+        requests: Sequence[Request],
+        cache: Any,
+        context_mask: torch.Tensor,
+        context_lengths: torch.Tensor,
+    ) -> torch.Tensor:
+        """Log-softmax at every position of every choice's tokens but its last: [choices, len, vocab]."""
+        device = self.device
+        steps = max(len(requests[i][2]) - 1 for _, i in tails)
+        ids = torch.full((len(tails), steps), self._pad_id(), dtype=torch.long)
+        tail_mask = torch.zeros((len(tails), steps), dtype=torch.long)
+        for n, (_, i) in enumerate(tails):  # right padding: nothing real follows a pad
+            tokens = requests[i][2][:-1]
+            ids[n, : len(tokens)] = torch.tensor(tokens)
+            tail_mask[n, : len(tokens)] = 1
+        rows = torch.tensor([row for row, _ in tails], device=device)
+        cache = tc.select_cache_rows(cache, rows)
+        mask = torch.cat([context_mask[rows], tail_mask.to(device)], dim=1)
+        positions = context_lengths[rows].unsqueeze(1) + torch.arange(steps, device=device)
+        logits = tc.continue_from_cache(self.model, ids.to(device), mask, positions, cache)
+        return self._log_softmax(logits)
+
+    def _pad_id(self) -> int:
+        pad = self.tokenizer.pad_token_id
+        return int(pad if pad is not None else self.eot_token_id)
+
+    def _inference(self) -> Any:
+        """What stock ``HFLM._model_call`` runs under: no autograd, its mixed precision if set."""
+        from contextlib import ExitStack
+
+        stack = ExitStack()
+        stack.enter_context(torch.no_grad())
+        stack.enter_context(
+            torch.autocast(
+                device_type=self.device.type,
+                dtype=self.mixed_precision_dtype,
+                enabled=self.mixed_precision_dtype is not None,
+            )
+        )
+        return stack

@@ -1,0 +1,77 @@
+"""The one place that relies on ``transformers`` behaviour beyond ``model(input_ids).logits``.
+
+The shared-prefix scorer (:mod:`harness.evaluate.fast_lm`) runs a context once, keeps its
+key/value cache, copies the cache's rows for each answer choice and continues from it; and it
+asks the model for logits at chosen positions only. Those are ``forward`` arguments and
+``Cache`` methods that moved between transformers releases (``num_logits_to_keep`` became
+``logits_to_keep``; ``Cache.batch_select_indices`` arrived with the layered caches). A model
+or a release without them is scored by lm-eval's stock path instead, never approximately, and
+``tests/test_fast_scoring.py`` fails loudly when an upgrade breaks what is here.
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any
+
+import torch
+
+_NEEDED_ARGUMENTS = ("attention_mask", "position_ids", "past_key_values", "use_cache", "logits_to_keep")
+
+
+def shares_prefixes(model: Any) -> str | None:
+    """Why ``model`` cannot be scored from a shared context cache, or None when it can."""
+    config = getattr(model, "config", None)
+    if config is None or getattr(config, "is_encoder_decoder", False):
+        return "not a decoder-only transformers model"
+    try:
+        parameters = inspect.signature(model.forward).parameters
+    except (TypeError, ValueError):
+        return "its forward has no inspectable signature"
+    missing = [name for name in _NEEDED_ARGUMENTS if name not in parameters]
+    if missing:
+        return f"its forward takes no {', '.join(missing)}"
+    return None
+
+
+def last_logits_and_cache(
+    model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor, position_ids: torch.Tensor
+) -> tuple[torch.Tensor, Any]:
+    """Logits of the last position only ([batch, vocab]) and the key/value cache of the whole
+    (left-padded) input. The LM head never sees the other positions."""
+    out = model(
+        input_ids=input_ids,
+        attention_mask=attention_mask,
+        position_ids=position_ids,
+        use_cache=True,
+        logits_to_keep=1,
+    )
+    return out.logits[:, -1, :], out.past_key_values
+
+
+def select_cache_rows(cache: Any, rows: torch.Tensor) -> Any:
+    """The cache with its batch rows replaced by ``rows`` (repeats allowed), in place: each
+    answer choice gets its own copy of its question's context cache."""
+    if not hasattr(cache, "batch_select_indices"):
+        raise TypeError(f"{type(cache).__name__} has no batch_select_indices")
+    cache.batch_select_indices(rows)
+    return cache
+
+
+def continue_from_cache(
+    model: Any,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    position_ids: torch.Tensor,
+    cache: Any,
+) -> torch.Tensor:
+    """Logits of every position of ``input_ids`` run after ``cache`` (``attention_mask``
+    covers the cached positions too)."""
+    out = model(
+        input_ids=input_ids,
+        attention_mask=attention_mask,
+        position_ids=position_ids,
+        past_key_values=cache,
+        use_cache=True,
+    )
+    return out.logits
