@@ -193,3 +193,30 @@ def test_every_builtin_suite_scores_the_same_questions_equally(tiny, tmp_path: P
             assert fast.summary[key] is None
         else:
             assert fast.summary[key] == pytest.approx(value, abs=1e-4), key
+
+
+def test_few_shot_examples_shared_by_a_subject_run_once_per_batch(tiny) -> None:
+    """MMLU-shaped: two subjects, each with its fixed 200-token few-shot block, then a short
+    question; single-token answer letters. The block runs once per subject, not per question."""
+    model, tokenizer = tiny
+    rng = random.Random(4)
+    requests = []
+    for subject in range(2):
+        block = [rng.randrange(3, 300) for _ in range(200)]
+        for q in range(6):
+            context = block + [rng.randrange(3, 300) for _ in range(rng.randrange(5, 31))]
+            for letter in range(4):
+                requests.append(((f"s{subject} q{q}", f" {letter}"), context, [10 + letter]))
+    # and a question of its own, whose context shares nothing
+    requests.append((("alone", " 0"), [rng.randrange(3, 300) for _ in range(50)], [10]))
+    counter = _TokenCounter(model)
+    fast = SharedPrefixHFLM(pretrained=model, tokenizer=tokenizer)._loglikelihood_tokens(
+        requests, disable_tqdm=True
+    )
+    counter.handle.remove()
+    stock = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=8)._loglikelihood_tokens(
+        requests, disable_tqdm=True
+    )
+    assert max(abs(a[0] - b[0]) for a, b in zip(fast, stock, strict=True)) < 1e-4
+    assert [a[1] for a in fast] == [b[1] for b in stock]
+    assert counter.tokens <= 2 * 200 + 12 * 30 + 50  # blocks once, questions padded to 30

@@ -8,6 +8,8 @@ and log-softmaxes all of it (49k x 1,500 floats per sequence) to read a handful 
 
 - runs each distinct context once (contexts batched longest first, left-padded, so the last
   position of every row is its context's last token) and asks for that position's logits only;
+- runs the leading tokens that a batch's contexts share (an MMLU or KMMLU subject's five fixed
+  examples) once per batch, its cache copied to every row;
 - copies the context's key/value cache once per answer choice and runs only the choices'
   tokens after it, with logits for those positions only;
 - batches by a token budget (rows x padded length) rather than a fixed count, and on a CUDA
@@ -44,6 +46,23 @@ Answer = tuple[float, bool]
 # batches stop paying; on a GPU it starts high and halves on out-of-memory.
 CPU_BATCH_TOKENS = 8192
 CUDA_BATCH_TOKENS = 262144
+# Contexts that share at least this many leading tokens, and most of their length (few-shot
+# examples fixed per subject, as MMLU's and KMMLU's), run those tokens once per batch.
+MIN_SHARED_TOKENS = 16
+
+
+def _common_prefix(contexts: Sequence[list[int]]) -> int:
+    """Leading tokens every context shares, leaving each at least one token of its own (the
+    last position must be computed per row)."""
+    first, shortest = contexts[0], min(len(c) for c in contexts)
+    n = 0
+    while n < shortest - 1 and all(c[n] == first[n] for c in contexts):
+        n += 1
+    return n
+
+
+def _shares_most(a: list[int], b: list[int]) -> bool:
+    return _common_prefix([a, b]) * 2 >= min(len(a), len(b))
 
 
 @dataclass
@@ -112,7 +131,22 @@ class SharedPrefixHFLM(HFLM):
     def _batches(
         self, questions: Sequence[_Question], requests: Sequence[Request]
     ) -> Iterator[list[_Question]]:
-        """Consecutive questions (longest context first) while rows x padded length fits."""
+        """Questions whose contexts share most of their tokens (an MMLU subject's five fixed
+        examples) batched together, so the shared tokens run once per batch; the rest longest
+        first, so padding stays small and any out-of-memory error comes first."""
+        ordered = sorted(questions, key=lambda q: q.context)  # shared prefixes become neighbours
+        runs: list[list[_Question]] = []
+        for question in ordered:
+            if runs and _shares_most(runs[-1][-1].context, question.context):
+                runs[-1].append(question)
+            else:
+                runs.append([question])
+        alone = [run[0] for run in runs if len(run) == 1]
+        for run in [run for run in runs if len(run) > 1] + [alone]:
+            yield from self._fill(sorted(run, key=lambda q: -len(q.context)), requests)
+
+    def _fill(self, questions: Sequence[_Question], requests: Sequence[Request]) -> Iterator[list[_Question]]:
+        """Consecutive questions while rows x padded length fits the token budget."""
         batch: list[_Question] = []
         rows = 0
         for question in questions:
@@ -150,20 +184,39 @@ class SharedPrefixHFLM(HFLM):
 
     def _score(self, batch: list[_Question], requests: Sequence[Request]) -> list[tuple[int, Answer]]:
         device = self.device
-        width = max(len(q.context) for q in batch)
+        shared = _common_prefix([q.context for q in batch]) if len(batch) > 1 else 0
+        if shared < MIN_SHARED_TOKENS:
+            shared = 0
+        # Each row: the shared tokens, left padding, then the rest of its context, so every
+        # row ends at its context's last token (the position that predicts an answer).
+        width = max(len(q.context) for q in batch) - shared
         ids = torch.full((len(batch), width), self._pad_id(), dtype=torch.long)
-        mask = torch.zeros((len(batch), width), dtype=torch.long)
-        for row, question in enumerate(batch):  # left padding: every row ends at its last token
-            ids[row, width - len(question.context) :] = torch.tensor(question.context)
-            mask[row, width - len(question.context) :] = 1
-        ids, mask = ids.to(device), mask.to(device)
-        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        rest_mask = torch.zeros((len(batch), width), dtype=torch.long)
+        for row, question in enumerate(batch):
+            rest = question.context[shared:]
+            ids[row, width - len(rest) :] = torch.tensor(rest)
+            rest_mask[row, width - len(rest) :] = 1
+        ids, rest_mask = ids.to(device), rest_mask.to(device)
+        positions = (shared + rest_mask.cumsum(-1) - 1).clamp(min=0)
+        mask = torch.cat(
+            [torch.ones((len(batch), shared), dtype=torch.long, device=device), rest_mask], dim=1
+        )
         lengths = mask.sum(-1)
 
         # Each choice's tokens after the first, run from a copy of its question's cache.
         tails = [(row, i) for row, q in enumerate(batch) for i in q.requests if len(requests[i][2]) > 1]
         with self._inference():
-            first_logits, cache = tc.last_logits_and_cache(self.model, ids, mask, positions)
+            cache = None
+            if shared:
+                prefix = torch.tensor([batch[0].context[:shared]], device=device)
+                _, cache = tc.last_logits_and_cache(
+                    self.model,
+                    prefix,
+                    torch.ones_like(prefix),
+                    torch.arange(shared, device=device).unsqueeze(0),
+                )
+                cache = tc.select_cache_rows(cache, torch.zeros(len(batch), dtype=torch.long, device=device))
+            first_logits, cache = tc.last_logits_and_cache(self.model, ids, mask, positions, cache)
             first = self._log_softmax(first_logits)  # [questions, vocab]: predicts token 1
             tail_logprobs = self._tails(tails, requests, cache, mask, lengths) if tails else None
 

@@ -55,3 +55,20 @@ def samples_argument(questions: Mapping[str, Sequence[int]]) -> dict[str, list[i
             raise ValueError(f"no questions chosen for {task}: lm-eval would score all of them")
         out[task] = sorted(set(int(i) for i in ids))
     return out
+
+
+def task_requests(names: Sequence[str], task_manager: Any, num_fewshot: int, limit: int) -> list[Any]:
+    """The ``Instance`` requests ``simple_evaluate`` would send for the first ``limit`` documents
+    of each leaf of ``names`` at ``num_fewshot`` shots, with its default few-shot seed: what
+    the benchmark times two language models on, so both see exactly the same requests."""
+    from lm_eval.evaluator import DEFAULT_OTHER_SEED  # type: ignore[attr-defined]
+    from lm_eval.tasks import get_task_dict
+
+    requests: list[Any] = []
+    for task in leaf_tasks(get_task_dict(list(names), task_manager)).values():
+        if task.get_config("num_fewshot") != 0 or num_fewshot == 0:  # as simple_evaluate does
+            task.set_config(key="num_fewshot", value=num_fewshot)
+        task.set_fewshot_seed(seed=DEFAULT_OTHER_SEED)
+        task.build_all_requests(limit=limit, rank=0, world_size=1)
+        requests.extend(task.instances)
+    return requests

@@ -35,14 +35,20 @@ def shares_prefixes(model: Any) -> str | None:
 
 
 def last_logits_and_cache(
-    model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor, position_ids: torch.Tensor
+    model: Any,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    position_ids: torch.Tensor,
+    cache: Any = None,
 ) -> tuple[torch.Tensor, Any]:
     """Logits of the last position only ([batch, vocab]) and the key/value cache of the whole
-    (left-padded) input. The LM head never sees the other positions."""
+    input (run after ``cache`` when given; ``attention_mask`` then covers it too). The LM head
+    never sees the other positions."""
     out = model(
         input_ids=input_ids,
         attention_mask=attention_mask,
         position_ids=position_ids,
+        past_key_values=cache,
         use_cache=True,
         logits_to_keep=1,
     )
