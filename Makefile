@@ -6,8 +6,9 @@ BIN    := $(VENV)/bin
 TORCH_SPEC ?= torch==2.13.0
 BUDGET ?= 50
 PYTEST_ARGS ?=
+BENCH_ARGS ?=
 
-.PHONY: install browser postgres test test-fast search assets report lint clean
+.PHONY: install browser postgres test test-fast search assets report lint bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -37,8 +38,8 @@ test-fast: install browser postgres
 	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(BIN)/pytest -m "not slow" $(PYTEST_ARGS)
 
 lint: install
-	$(BIN)/ruff check harness tests
-	$(BIN)/ruff format --check harness tests
+	$(BIN)/ruff check harness tests scripts bench
+	$(BIN)/ruff format --check harness tests scripts bench
 
 assets: install
 	$(BIN)/harness assets
@@ -50,6 +51,12 @@ report: install
 search: install
 	$(BIN)/harness assets --donors
 	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(BIN)/harness search --budget $(BUDGET)
+
+# Benchmarks, not tests: side-by-side timings on this machine (bench/README.md). Needs the
+# demo assets (`make assets`); takes about 25 minutes on 2 CPU cores.
+bench: install
+	$(BIN)/harness assets
+	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 PYTHONWARNINGS=ignore $(BIN)/python -m bench.scoring $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache

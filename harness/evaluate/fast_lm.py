@@ -65,6 +65,9 @@ def _shares_most(a: list[int], b: list[int]) -> bool:
     return _common_prefix([a, b]) * 2 >= min(len(a), len(b))
 
 
+_TOLD: set[str] = set()
+
+
 @dataclass
 class _Question:
     """One distinct context and the requests (indices into the call's list) that continue it."""
@@ -88,8 +91,9 @@ class SharedPrefixHFLM(HFLM):
         self._on_cuda = on_cuda
         reason = "seq2seq backend" if self.backend != "causal" else tc.shares_prefixes(self.model)
         self.stock_reason = reason
-        if reason:
-            log.info("scoring with stock HFLM: %s", reason)
+        if reason and reason not in _TOLD:
+            _TOLD.add(reason)  # once per process, not once per trial
+            log.warning("scoring with lm-eval's stock HFLM: the model's %s", reason)
 
     def _loglikelihood_tokens(
         self,
@@ -124,7 +128,10 @@ class SharedPrefixHFLM(HFLM):
                     if request_str is not None:  # rolling windows are cached by their caller
                         self.cache_hook.add_partial("loglikelihood", request_str, answer)
                     bar.update(1)
-        return [answer for answer in answers if answer is not None]
+        missing = [i for i, answer in enumerate(answers) if answer is None]
+        if missing:
+            raise RuntimeError(f"shared-prefix scoring left {len(missing)} requests unanswered")
+        return answers  # type: ignore[return-value]
 
     # ------------------------------------------------------------------ batching
 

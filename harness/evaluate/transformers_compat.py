@@ -23,14 +23,14 @@ def shares_prefixes(model: Any) -> str | None:
     """Why ``model`` cannot be scored from a shared context cache, or None when it can."""
     config = getattr(model, "config", None)
     if config is None or getattr(config, "is_encoder_decoder", False):
-        return "not a decoder-only transformers model"
+        return "config says it is not a decoder-only transformers model"
     try:
         parameters = inspect.signature(model.forward).parameters
     except (TypeError, ValueError):
-        return "its forward has no inspectable signature"
+        return "forward has no inspectable signature"
     missing = [name for name in _NEEDED_ARGUMENTS if name not in parameters]
     if missing:
-        return f"its forward takes no {', '.join(missing)}"
+        return f"forward takes no {', '.join(missing)}"
     return None
 
 
