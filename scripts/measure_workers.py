@@ -77,25 +77,26 @@ def main() -> None:
         boards = [Leaderboard(out / f"machine{i}.duckdb", log=RecordLog(url)) for i in range(args.workers)]
         for board in boards:
             board.refresh()
-        trials = reader.snapshot(["trials"])["trials"]
-    search = trials[trials["source"] == "search"]
-    states = Counter(
-        f"{status} at {fidelity}"
-        for status, fidelity in zip(search["status"], search["fidelity"], strict=True)
-    )
-    writers = Counter(search["written_by"])
-    per_trial = Counter(search["trial_number"].dropna().astype(int))
-    same = all(
-        board.snapshot(["trials"])["trials"]
-        .sort_values("id")
-        .reset_index(drop=True)
-        .equals(trials.sort_values("id").reset_index(drop=True))
-        for board in boards
-    )
-    print(f"| workers | {args.workers} (torch threads each: {args.threads}) |")
+    summarise(out, args.workers)
+
+
+def _trials(path: Path) -> list[dict]:
+    return Leaderboard(path).snapshot({"trials": "id"}).get("trials", [])
+
+
+def summarise(out: Path, workers: int) -> None:
+    """Rows of the fresh reader's board (every machine's must be equal)."""
+    trials = _trials(out / "reader.duckdb")
+    search = [t for t in trials if t["source"] == "search"]
+    states = Counter(f"{t['status']} at {t['fidelity']}" for t in search)
+    writers = Counter(str(t["written_by"]).split(":")[-1] for t in search)
+    per_trial = Counter((t["study"], t["trial_number"]) for t in search)
+    heldout = sum(1 for t in search if t["heldout_objective"] is not None)
+    same = all(_trials(out / f"machine{i}.duckdb") == trials for i in range(workers))
     print(f"| search rows by status and fidelity (questions per task) | {dict(states)} |")
-    print(f"| search rows by worker | {dict(writers)} |")
-    print(f"| reference and held-out rows | {len(trials) - len(search)} |")
+    print(f"| search rows by worker (pid) | {dict(writers)} |")
+    print(f"| confirmed on held-out questions | {heldout} |")
+    print(f"| other rows (reference models) | {len(trials) - len(search)} |")
     print(f"| Optuna trials with more than one row | {sum(1 for n in per_trial.values() if n > 1)} |")
     print(f"| every machine's board equals a fresh reader's | {same} |")
     print(f"logs: {out}")

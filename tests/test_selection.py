@@ -10,6 +10,7 @@ import pytest
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from harness.evaluate import evaluate_model, plan_evaluation
+from harness.evaluate.fast_lm import SharedPrefixHFLM
 from harness.evaluate.lm_eval_compat import samples_argument
 from harness.evaluate.questions import QuestionOrder, SplitRule, question_order
 from harness.record import Leaderboard
@@ -65,7 +66,7 @@ def tiny(tiny_models):
     return AutoModelForCausalLM.from_pretrained(path), AutoTokenizer.from_pretrained(path)
 
 
-def test_chosen_questions_are_the_scored_ones_with_lm_evals_hash(tiny, data, tmp_path):
+def test_chosen_questions_are_the_scored_ones_with_lm_evals_hash(tiny, data, tmp_path, monkeypatch):
     """The boundary test for lm-eval internals: doc ids map back right (samples= needs sorted
     ids), our doc hash is the one lm-eval logs, and a cached rung gives lm-eval's own numbers
     for the whole set while computing only the new requests."""
@@ -76,8 +77,14 @@ def test_chosen_questions_are_the_scored_ones_with_lm_evals_hash(tiny, data, tmp
     first, second = order.choose("search", 2), order.choose("search", 5)
     shuffled = {task: list(reversed(ids)) for task, ids in second.items()}
 
-    rows = []
-    model.register_forward_hook(lambda module, args, kwargs_or_out: rows.append(args[0].shape[0]))
+    rows: list[int] = []  # requests that reach the model (past lm-eval's request cache)
+    real = SharedPrefixHFLM._loglikelihood_tokens
+
+    def counting(self, requests, *args, **kwargs):
+        rows.append(len(requests))
+        return real(self, requests, *args, **kwargs)
+
+    monkeypatch.setattr(SharedPrefixHFLM, "_loglikelihood_tokens", counting)
     cache = tmp_path / "cache" / "requests"
     cache.parent.mkdir()
     kw = {"data_dir": data, "progress": False, "plan": plan, "partition": "search"}
