@@ -86,9 +86,9 @@ class SharedPrefixHFLM(HFLM):
 
     def __init__(self, *args: Any, batch_tokens: int | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        on_cuda = getattr(self.device, "type", str(self.device)) == "cuda"
-        self.batch_tokens = batch_tokens or (CUDA_BATCH_TOKENS if on_cuda else CPU_BATCH_TOKENS)
-        self._on_cuda = on_cuda
+        self.batch_tokens = batch_tokens or (
+            CUDA_BATCH_TOKENS if self.device.type == "cuda" else CPU_BATCH_TOKENS
+        )
         reason = "seq2seq backend" if self.backend != "causal" else tc.shares_prefixes(self.model)
         self.stock_reason = reason
         if reason and reason not in _TOLD:
@@ -115,13 +115,12 @@ class SharedPrefixHFLM(HFLM):
             stock = super()._loglikelihood_tokens([requests[i] for i in truncated], disable_tqdm, override_bs)
             for i, answer in zip(truncated, stock, strict=True):
                 answers[i] = answer
-        ordered = sorted(questions.values(), key=lambda q: -len(q.context))  # any OOM comes first
         with tqdm(
             total=len(requests) - len(truncated),
             disable=disable_tqdm or self.rank != 0,
             desc="Running loglikelihood requests",
         ) as bar:
-            for batch in self._batches(ordered, requests):
+            for batch in self._batches(list(questions.values()), requests):
                 for i, answer in self._score_with_retry(batch, requests):
                     answers[i] = answer
                     request_str = requests[i][0]
@@ -177,7 +176,7 @@ class SharedPrefixHFLM(HFLM):
                 raise
             self.batch_tokens = max(1, self.batch_tokens // 2)
             log.warning("out of memory: batch_tokens halved to %d", self.batch_tokens)
-            if self._on_cuda:
+            if self.device.type == "cuda":
                 torch.cuda.empty_cache()
             half = len(batch) // 2
             return self._score_with_retry(batch[:half], requests) + self._score_with_retry(

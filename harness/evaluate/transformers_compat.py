@@ -44,14 +44,7 @@ def last_logits_and_cache(
     """Logits of the last position only ([batch, vocab]) and the key/value cache of the whole
     input (run after ``cache`` when given; ``attention_mask`` then covers it too). The LM head
     never sees the other positions."""
-    out = model(
-        input_ids=input_ids,
-        attention_mask=attention_mask,
-        position_ids=position_ids,
-        past_key_values=cache,
-        use_cache=True,
-        logits_to_keep=1,
-    )
+    out = _forward(model, input_ids, attention_mask, position_ids, cache, logits_to_keep=1)
     return out.logits[:, -1, :], out.past_key_values
 
 
@@ -73,11 +66,24 @@ def continue_from_cache(
 ) -> torch.Tensor:
     """Logits of every position of ``input_ids`` run after ``cache`` (``attention_mask``
     covers the cached positions too)."""
-    out = model(
+    return _forward(model, input_ids, attention_mask, position_ids, cache, logits_to_keep=0).logits
+
+
+def _forward(
+    model: Any,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    position_ids: torch.Tensor,
+    cache: Any,
+    logits_to_keep: int,
+) -> Any:
+    """One forward with explicit positions, after ``cache`` if any, keeping the cache;
+    ``logits_to_keep``: the last N positions' logits, 0 for all of them."""
+    return model(
         input_ids=input_ids,
         attention_mask=attention_mask,
         position_ids=position_ids,
         past_key_values=cache,
         use_cache=True,
+        logits_to_keep=logits_to_keep,
     )
-    return out.logits
