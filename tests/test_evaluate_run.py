@@ -335,3 +335,57 @@ def test_bare_task_key_names_its_setting_and_never_fills_a_board_column(data: Pa
     (row,) = Leaderboard(db).ranking()
     assert row["arc_challenge"] is None and row["average"] is None
     assert row["arc_challenge_0shot_acc"] == zero_shot.value
+
+
+def _fresh_task_managers() -> None:
+    run_task_manager.cache_clear()  # the data folder's manager: the one that loads tasks
+
+
+def _numbers(result: EvalResult) -> tuple[list[tuple], list[tuple]]:
+    scores = sorted((s.task, s.metric, s.num_fewshot, s.value, s.stderr) for s in result.scores)
+    samples = sorted((s.task, s.num_fewshot, s.doc_id, s.doc_hash, s.metric, s.value) for s in result.samples)
+    return scores, samples
+
+
+def test_tasks_are_built_once_per_process_and_reuse_gives_fresh_numbers(data: Path, tiny) -> None:
+    """Rungs, trials and reference models re-run the same tasks: they are built once, and every
+    later run (other questions, other shots of the same task) equals one on freshly built tasks."""
+    from lm_eval.api.task import ConfigurableTask
+
+    _, model, tokenizer = tiny
+    calls = [(["h4"], 2), (["hellaswag", "arc_challenge"], 3), (["h4"], 4)]
+
+    def run(suites: list[str], limit: int) -> EvalResult:
+        return evaluate_model(model, tokenizer, suites, limit=limit, data_dir=data, progress=False)
+
+    fresh = []
+    for suites, limit in calls:
+        _fresh_task_managers()
+        fresh.append(_numbers(run(suites, limit)))
+
+    _fresh_task_managers()
+    built = mock.patch.object(
+        ConfigurableTask, "__init__", side_effect=ConfigurableTask.__init__, autospec=True
+    )
+    with built as init:
+        reused = [_numbers(run(suites, limit)) for suites, limit in calls]
+    assert reused == fresh
+    leaves = {"arc_challenge", "hellaswag", "truthfulqa_mc2"} | {
+        f"mmlu_{s}" for s in ("anatomy", "astronomy", "business_ethics")
+    }
+    names = [c.args[0].config.task for c in init.call_args_list]
+    assert leaves <= set(names)
+    # h4's tasks once each, plus the bare tasks' own list (another load key) once.
+    assert len(names) == len(set(names)) + 2, sorted(names)
+
+
+def test_reused_task_gets_its_own_shots_back(data: Path) -> None:
+    """simple_evaluate leaves a run's shots on a task when the next run names none: reuse
+    must hand the task out with the shots a fresh build has."""
+    plan = plan_evaluation(["arc_challenge"], data_dir=data)
+    manager = run_task_manager(str(plan.include_dir))
+    task = manager.load(["arc_challenge"])["tasks"]["arc_challenge"]
+    own = task.get_config("num_fewshot")
+    task.set_config(key="num_fewshot", value=25)
+    again = manager.load(["arc_challenge"])["tasks"]["arc_challenge"]
+    assert again is task and again.get_config("num_fewshot") == own

@@ -13,6 +13,43 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from lm_eval.tasks import TaskManager
+
+
+class ReusingTaskManager(TaskManager):
+    """lm-eval's ``TaskManager`` that builds each task list once per process and hands the
+    same ``Task`` objects out again.
+
+    Building a task reads its dataset and runs its ``process_docs`` (about 1.5 s per call of
+    ``simple_evaluate`` on the demo suite, more than the scoring of a 10-question rung), and
+    a search calls ``simple_evaluate`` for every rung, confirmation and reference model.
+    ``simple_evaluate`` loads through :meth:`load` and then sets what a run changes: the
+    shots (when the run names them), the few-shot seed (which re-seeds the sampler), and the
+    requests, which ``build_all_requests`` rebuilds. The one thing it leaves as the last run
+    set it is ``num_fewshot`` when a run names none, so each reuse restores every task's
+    shots to what a fresh build has. (``gen_kwargs`` and ``predict_only`` would also persist;
+    the harness passes neither.)
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._built: dict[tuple[str, ...], tuple[Any, dict[str, Any]]] = {}
+
+    def load(self, task_list: Any) -> Any:
+        specs = task_list if isinstance(task_list, list) else [task_list]
+        if not all(isinstance(spec, str) for spec in specs):
+            return super().load(task_list)
+        key = tuple(specs)
+        if key not in self._built:
+            loaded = super().load(list(specs))
+            shots = {name: task.get_config("num_fewshot") for name, task in loaded["tasks"].items()}
+            self._built[key] = (loaded, shots)
+        loaded, shots = self._built[key]
+        for name, task in loaded["tasks"].items():
+            task.set_config(key="num_fewshot", value=shots[name])
+        # Fresh dicts (the Tasks and Groups inside are the reused ones): callers may edit them.
+        return {field: dict(value) for field, value in loaded.items()}
+
 
 def doc_hash(doc: Any) -> str:
     """The ``doc_hash`` lm-eval logs for a document (``evaluator.evaluate``, ``log_samples``)."""

@@ -82,10 +82,10 @@ def _quiet_index() -> Iterator[None]:
 @lru_cache(maxsize=1)
 def default_task_manager() -> TaskManager:
     """lm-eval's own task index (built once per process: ~5 s)."""
-    from lm_eval.tasks import TaskManager
+    from harness.evaluate.lm_eval_compat import ReusingTaskManager
 
     with _quiet_index():
-        return TaskManager()
+        return ReusingTaskManager()
 
 
 def default_task_index() -> dict[str, Entry]:
@@ -94,13 +94,14 @@ def default_task_index() -> dict[str, Entry]:
 
 @lru_cache(maxsize=8)
 def run_task_manager(include_dir: str | None) -> TaskManager:
-    """The TaskManager a run uses: lm-eval's tasks overridden by the generated folder."""
+    """The TaskManager a run uses: lm-eval's tasks overridden by the generated folder. Each
+    task is built once per process and reused by every later run (rungs, trials, models)."""
     if include_dir is None:
         return default_task_manager()
-    from lm_eval.tasks import TaskManager
+    from harness.evaluate.lm_eval_compat import ReusingTaskManager
 
     with _quiet_index():
-        return TaskManager(include_path=include_dir)
+        return ReusingTaskManager(include_path=include_dir)
 
 
 # --------------------------------------------------------------------------- data sources
