@@ -53,10 +53,12 @@ search: install
 	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(BIN)/harness search --budget $(BUDGET)
 
 # Benchmarks, not tests: side-by-side timings on this machine (bench/README.md). Needs the
-# demo assets (`make assets`); takes about 25 minutes on 2 CPU cores.
+# demo assets and donors; takes about 35 minutes on 2 CPU cores (scoring alone: ~25).
 bench: install
-	$(BIN)/harness assets
+	$(BIN)/harness assets --donors
 	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 PYTHONWARNINGS=ignore $(BIN)/python -m bench.scoring $(BENCH_ARGS)
+	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 PYTHONWARNINGS=ignore $(BIN)/python -m bench.merge
+	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 PYTHONWARNINGS=ignore $(BIN)/python -m bench.memory
 
 clean:
 	rm -rf $(VENV) .pytest_cache

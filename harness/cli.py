@@ -86,7 +86,7 @@ def _positive(name: str, value: int | None) -> None:
 @user_errors
 def assets(
     donors: Annotated[
-        bool, typer.Option(help="Also train the demo's DPO donors (cached; tens of minutes on 2 CPU cores).")
+        bool, typer.Option(help="Also train the demo's DPO donors (cached; about 9 minutes on 2 CPU cores).")
     ] = False,
 ) -> None:
     """Fetch and prepare the offline demo assets (model + benchmark data, optionally DPO donors)."""
