@@ -8,7 +8,7 @@ fine-tuning, the DPO reference copy, the gradients and Adam's two moments of tha
 The ratio is the harness's (and its libraries') memory on top of the weights: Python,
 torch, lm-eval's datasets, activations, the few-shot and request caches.
 
-    python -m bench.memory                          # search/demo.yaml, 3 trials
+    python -m bench.memory                          # search/demo.yaml, 3 trials (~12 min)
     python -m bench.memory --space search/demo.yaml --budget 5
 """
 
