@@ -2,9 +2,10 @@
 
 lm-eval 0.4 gives no public call for "the documents a task scores" or "the hash it logs for a
 document", and its ``samples=`` argument has two sharp edges. Everything the harness relies on
-is here, so an upgrade that moves it fails the boundary test in ``tests/test_selection.py``
-(``test_chosen_questions_are_the_scored_ones_with_lm_evals_hash``), loudly, and not as silently
-wrong partitions or question ids.
+is here, so an upgrade that moves it fails the boundary tests loudly, and not as silently
+wrong partitions, question ids or shots: ``test_chosen_questions_are_the_scored_ones_with_lm_evals_hash``
+(``tests/test_selection.py``) and, for reused tasks, ``test_tasks_are_built_once_per_process_and_reuse_gives_fresh_numbers``
+(``tests/test_evaluate_run.py``).
 """
 
 from __future__ import annotations
@@ -20,9 +21,9 @@ class ReusingTaskManager(TaskManager):
     """lm-eval's ``TaskManager`` that builds each task list once per process and hands the
     same ``Task`` objects out again.
 
-    Building a task reads its dataset and runs its ``process_docs`` (about 1.5 s per call of
-    ``simple_evaluate`` on the demo suite, more than the scoring of a 10-question rung), and
-    a search calls ``simple_evaluate`` for every rung, confirmation and reference model.
+    Building a task reads its dataset and runs its ``process_docs`` (1-2 s per call of
+    ``simple_evaluate`` on the demo suite, measured), and a search calls ``simple_evaluate``
+    for every rung, confirmation and reference model.
     ``simple_evaluate`` loads through :meth:`load` and then sets what a run changes: the
     shots (when the run names them), the few-shot seed (which re-seeds the sampler), and the
     requests, which ``build_all_requests`` rebuilds. The one thing it leaves as the last run
