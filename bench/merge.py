@@ -80,15 +80,19 @@ def copy_bandwidth(megabytes: int = 512, repeats: int = 5) -> float:
     return 2 * src.numel() * 4 / best
 
 
+def _nbytes(tensors: dict[str, torch.Tensor]) -> int:
+    return sum(t.numel() * t.element_size() for t in tensors.values())
+
+
 def touched_bytes(
     inputs: list[dict[str, torch.Tensor]], passthrough: bool, out: dict[str, torch.Tensor]
 ) -> int:
     """Bytes a merge must move: every tensor of every model it names read once (a passthrough
     reads only the layers it copies: one input tensor per output tensor) plus the output."""
-    written = sum(t.numel() * t.element_size() for t in out.values())
+    written = _nbytes(out)
     if passthrough:
         return 2 * written
-    return sum(t.numel() * t.element_size() for tensors in inputs for t in tensors.values()) + written
+    return sum(_nbytes(tensors) for tensors in inputs) + written
 
 
 def run(args: argparse.Namespace) -> list[dict[str, Any]]:
@@ -105,6 +109,9 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
         for name in names
     }
     pool = DonorPool()
+    for name in names:  # load every model before timing: a search keeps them resident
+        for ref in resolved[name].merge_config.referenced_models():
+            pool.loader(ref)
     bandwidth = copy_bandwidth()
     seconds: dict[str, list[float]] = {name: [] for name in names}
     touched: dict[str, int] = {}
