@@ -141,11 +141,18 @@ def merge_to_disk(merge_config: Any, out_dir: Path, *, seed: int = 0, device: st
 
 
 def model_from_tensors(tensors: dict[str, torch.Tensor], out_config: Any) -> Any:
-    """Instantiate the merged model; never alias donor storage (training would mutate donors)."""
+    """Instantiate the merged model; never alias donor storage (training would mutate donors).
+
+    The skeleton is built without random weights: every parameter is copied from ``tensors``
+    below, and one that is not (nor tied to one that is) is an error, so no uninitialised
+    memory can reach a model."""
     from transformers import AutoModelForCausalLM
 
+    from harness.evaluate.transformers_compat import weights_left_uninitialised
+
     dtype = _config_dtype(out_config)
-    model = AutoModelForCausalLM.from_config(out_config, dtype=dtype)
+    with weights_left_uninitialised():
+        model = AutoModelForCausalLM.from_config(out_config, dtype=dtype)
     missing, unexpected = model.load_state_dict(tensors, strict=False)  # copies into fresh params
     tied = _tied_parameter_names(model)
     really_missing = [k for k in missing if k not in tied]
