@@ -389,3 +389,23 @@ def test_reused_task_gets_its_own_shots_back(data: Path) -> None:
     task.set_config(key="num_fewshot", value=25)
     again = manager.load(["arc_challenge"])["tasks"]["arc_challenge"]
     assert again is task and again.get_config("num_fewshot") == own
+
+
+def test_the_machine_is_described_once_per_process(data: Path, tiny, monkeypatch) -> None:
+    """simple_evaluate describes the machine (torch's collect_env: pip, compilers, nvidia-smi;
+    0.5 s a call) at the end of every call; a process describes it once and reuses that."""
+    import lm_eval.evaluator
+    import torch.utils.collect_env
+
+    from harness.evaluate import lm_eval_compat
+
+    _, model, tokenizer = tiny
+    described = mock.Mock(wraps=torch.utils.collect_env.get_pretty_env_info)
+    monkeypatch.setattr(torch.utils.collect_env, "get_pretty_env_info", described)
+    monkeypatch.setattr(lm_eval_compat, "_described", {})
+    upstream = lm_eval.evaluator.add_env_info
+    for limit in (2, 3):  # h4 is 4 simple_evaluate calls (25-, 10-, 5- and 0-shot runs)
+        evaluate_model(model, tokenizer, ["h4"], limit=limit, data_dir=data, progress=False)
+    assert described.call_count == 1
+    assert "pretty_env_info" in lm_eval_compat._described
+    assert lm_eval.evaluator.add_env_info is upstream  # the swap ends with the call

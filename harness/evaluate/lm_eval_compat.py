@@ -5,13 +5,16 @@ document", and its ``samples=`` argument has two sharp edges. Everything the har
 is here, so an upgrade that moves it fails the boundary tests loudly, and not as silently
 wrong partitions, question ids or shots: ``test_chosen_questions_are_the_scored_ones_with_lm_evals_hash``
 (``tests/test_selection.py``) and, for reused tasks, ``test_tasks_are_built_once_per_process_and_reuse_gives_fresh_numbers``
-(``tests/test_evaluate_run.py``).
+(``tests/test_evaluate_run.py``), and for the machine's description
+``test_the_machine_is_described_once_per_process`` (the same file).
 """
 
 from __future__ import annotations
 
+import copy
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 from lm_eval.tasks import TaskManager
@@ -50,6 +53,38 @@ class ReusingTaskManager(TaskManager):
             task.set_config(key="num_fewshot", value=shots[name])
         # Fresh dicts (the Tasks and Groups inside are the reused ones): callers may edit them.
         return {field: dict(value) for field, value in loaded.items()}
+
+
+_described: dict[str, Any] = {}  # add_env_info's output, computed once per process
+
+
+def _add_env_info_once(storage: dict[str, Any]) -> None:
+    from lm_eval.loggers.utils import add_env_info
+
+    if not _described:
+        add_env_info(_described)
+    storage.update(copy.deepcopy(_described))
+
+
+@contextmanager
+def machine_described_once() -> Iterator[None]:
+    """Within the context, ``simple_evaluate`` reuses the process's first description of the
+    machine instead of describing it again on every call.
+
+    ``simple_evaluate`` ends with ``add_env_info``: torch's ``collect_env``, which shells out
+    to pip, compilers and ``nvidia-smi`` (0.5-0.6 s per call on 2 CPU cores, measured), and a
+    trial calls ``simple_evaluate`` once per rung, confirmation and few-shot setting. The
+    machine does not change within a process; the results keep the same fields. The swap is
+    of the name ``lm_eval.evaluator`` calls, and is undone when the context closes.
+    """
+    import lm_eval.evaluator as evaluator
+
+    upstream = evaluator.add_env_info
+    evaluator.add_env_info = _add_env_info_once
+    try:
+        yield
+    finally:
+        evaluator.add_env_info = upstream
 
 
 def doc_hash(doc: Any) -> str:

@@ -61,6 +61,7 @@ def evaluate_model(
     from lm_eval.models.huggingface import HFLM
 
     from harness.evaluate.fast_lm import SharedPrefixHFLM
+    from harness.evaluate.lm_eval_compat import machine_described_once
 
     started = time.perf_counter()
     if questions is not None and limit is not None:
@@ -73,7 +74,7 @@ def evaluate_model(
     was_training = bool(getattr(model, "training", False))
     results: list[tuple[int | None, dict[str, Any]]] = []
     try:
-        with _progress(progress):
+        with _progress(progress), machine_described_once():
             if plan.runs:  # wrapped once for every run; nothing to wrap when nothing has data
                 model.eval()
                 lm_class = SharedPrefixHFLM if fast else HFLM
