@@ -16,12 +16,13 @@ from __future__ import annotations
 
 import argparse
 import gc
-import platform
 import statistics
 import time
 from typing import Any
 
 import torch
+
+from bench.table import print_machine, print_markdown
 
 BASE = "demo:smollm2-135m-instruct"
 SCIENCE = "demo:smollm2-135m-dpo-science"
@@ -151,12 +152,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--methods", default="", help="comma-separated subset of " + ",".join(METHODS))
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     args = parser.parse_args(argv)
-    print(f"machine: {platform.processor() or platform.machine()}, torch {torch.__version__}")
-    rows = run(args)
-    print("| " + " | ".join(rows[0]) + " |")
-    print("|" + "---|" * len(rows[0]))
-    for row in rows:
-        print("| " + " | ".join(str(v) for v in row.values()) + " |", flush=True)
+    print_machine()
+    print_markdown(run(args))
 
 
 if __name__ == "__main__":

@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -43,6 +42,7 @@ import torch
 import yaml
 
 from bench.merge import METHODS
+from bench.table import print_machine, print_markdown
 
 REPO = Path(__file__).resolve().parents[1]
 RECIPES = ("slerp", "ties")
@@ -275,12 +275,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     args = parser.parse_args(argv)
-    print(f"machine: {platform.processor() or platform.machine()}, torch {torch.__version__}")
-    rows = run(args)
-    print("| " + " | ".join(rows[0]) + " |")
-    print("|" + "---|" * len(rows[0]))
-    for row in rows:
-        print("| " + " | ".join(str(v) for v in row.values()) + " |", flush=True)
+    print_machine()
+    print_markdown(run(args))
 
 
 if __name__ == "__main__":
