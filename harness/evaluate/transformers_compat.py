@@ -8,7 +8,9 @@ asks the model for logits at chosen positions only. Those are ``forward`` argume
 or a release without them is scored by lm-eval's stock path instead, never approximately, and
 ``tests/test_fast_scoring.py`` fails loudly when an upgrade breaks what is here.
 
-The build stage uses one more: building a merged model's skeleton without random weights.
+The build stage uses one more: building a merged model's skeleton without random weights
+(``test_in_memory_build_draws_no_random_weights`` in ``tests/test_build.py`` fails if the
+init comes back).
 """
 
 from __future__ import annotations
