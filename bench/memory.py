@@ -23,6 +23,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from bench.table import print_machine, print_markdown
+
 _REPO = Path(__file__).resolve().parents[1]
 
 
@@ -82,11 +84,18 @@ def main(argv: list[str] | None = None) -> None:
     if done.returncode != 0:
         sys.exit(f"search failed ({done.returncode}): {done.stderr.strip().splitlines()[-1:]}")
     peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024  # KiB on Linux
-    print("| space | trials | wall | peak RSS | models it must hold | ratio |")
-    print("|---|---|---|---|---|---|")
-    print(
-        f"| {Path(args.space).name} | {args.budget} | {wall:.0f} s | {peak / 2**30:.2f} GiB | "
-        f"{need / 2**30:.2f} GiB ({how}) | **{peak / need:.2f}×** |"
+    print_machine()
+    print_markdown(
+        [
+            {
+                "space": Path(args.space).name,
+                "trials": args.budget,
+                "wall": f"{wall:.0f} s",
+                "peak RSS": f"{peak / 2**30:.2f} GiB",
+                "models it must hold": f"{need / 2**30:.2f} GiB ({how})",
+                "ratio": f"**{peak / need:.2f}×**",
+            }
+        ]
     )
 
 
