@@ -263,3 +263,29 @@ def test_the_board_ranks_held_out_numbers_only(tmp_path):
     assert rows[honest]["rank"] == 1 and rows[honest]["cells"]["proxy"]["value"] == 0.57
     assert rows[lucky]["overfit"]["flagged"] and not rows[honest]["overfit"]["flagged"]
     assert rows[honest]["search_summary"] == {"proxy": 0.60}
+
+
+def test_eval_seconds_add_up_every_rung_and_the_confirmation(tmp_path, tiny_models, data):
+    from harness.search import SearchOptions, SearchRunner, load_space
+
+    space = write_space(
+        tmp_path,
+        tiny_models,
+        data,
+        limit=9,
+        selection={"rungs": [3, 6], "heldout_limit": 4, "confirm_top": 1},
+    )
+    runner = SearchRunner(load_space(space), SearchOptions(budget=1, db=tmp_path / "lb.duckdb"))
+    measured: list[float] = []
+    measure = runner.scorer.measure
+
+    def timed(*args, **kwargs):  # the real call; only its reported seconds are collected
+        result = measure(*args, **kwargs)
+        measured.append(result.seconds)
+        return result
+
+    runner.scorer.measure = timed  # type: ignore[method-assign]
+    runner.run()
+    assert len(measured) == 4  # three rungs, then the held-out confirmation
+    ((eval_seconds,),) = db_rows(tmp_path, "SELECT eval_seconds FROM trials WHERE trial_number = 0")
+    assert eval_seconds == pytest.approx(sum(measured))

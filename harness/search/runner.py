@@ -60,6 +60,9 @@ class SearchOptions:
     device: str | None = None
     confirm_top: int | None = None  # overrides the space's selection.confirm_top
     heartbeat: float = DEFAULT_HEARTBEAT  # seconds between heartbeats on an RDB storage
+    # Wall-clock budget (seconds from the start of ``run``): no trial starts after it; the one
+    # running finishes and is recorded, so a CI job with a time limit ends with its results.
+    timeout: float | None = None
 
 
 @dataclass
@@ -73,6 +76,7 @@ class SearchOutcome:
     pruned: int = 0
     confirmed: int = 0
     questions: int = 0  # question-evaluations this run spent on trials (references excluded)
+    timed_out: bool = False  # stopped by ``SearchOptions.timeout`` before the budget was reached
     best: list[dict[str, Any]] = field(default_factory=list)
     references: list[TrialRecord] = field(default_factory=list)  # scored by this run
 
@@ -85,6 +89,11 @@ class SearchRunner:
             )
         if options.limit is not None and options.limit <= 0:
             raise HarnessError(f"--limit must be >= 1, got {options.limit}", "pass a positive limit")
+        if options.timeout is not None and not options.timeout > 0:
+            raise HarnessError(
+                f"--timeout must be > 0 seconds, got {options.timeout}",
+                "pass the wall-clock seconds after which no new trial starts, or leave it out",
+            )
         self.space = space
         self.options = options
         self.console = console or Console(stderr=True)
@@ -285,6 +294,13 @@ class SearchRunner:
             while len(self.finished_trials()) < self.options.budget:
                 if self._grid_exhausted():
                     self._warn("the grid is exhausted: every grid point has been tried")
+                    break
+                if self.options.timeout is not None and time.perf_counter() - start >= self.options.timeout:
+                    outcome.timed_out = True
+                    self.console.print(
+                        f"--timeout {self.options.timeout:g} s reached: no new trial started "
+                        "(run the same command to go on)"
+                    )
                     break
                 self.board.refresh()  # other machines' trials: reuse and stale checks see them
                 self.fail_stale_trials()
@@ -510,6 +526,7 @@ class SearchRunner:
         with request_cache() as cache:
             for rung, count in enumerate(rungs, 1):
                 result = self.scorer.measure(model, tokenizer, self.search_part, count=count, cache=cache)
+                record.eval_seconds = (record.eval_seconds or 0.0) + result.seconds  # every rung
                 record.fidelity = count
                 questions = _questions(result)
                 if outcome is not None:
