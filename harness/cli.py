@@ -200,6 +200,15 @@ def eval_(
     _score_and_record(scorer, loaded, tokenizer, trial)
 
 
+TimeoutOption = Annotated[
+    float | None,
+    typer.Option(
+        help="Wall-clock seconds after which no new trial starts; the running one finishes and "
+        "is recorded (for CI jobs with a time limit)."
+    ),
+]
+
+
 @app.command()
 @user_errors
 def search(
@@ -226,6 +235,7 @@ def search(
             help="Trials confirmed on held-out questions (default: the space's selection.confirm_top)."
         ),
     ] = None,
+    timeout: TimeoutOption = None,
     db: DbOption = DEFAULT_DB,
 ) -> None:
     """Optuna over merge recipes: every trial is built, scored and recorded."""
@@ -253,6 +263,7 @@ def search(
             device=device,
             confirm_top=confirm_top,
             heartbeat=heartbeat,
+            timeout=timeout,
         ),
         console=console,
     )
@@ -288,6 +299,7 @@ def nightly(
     summary: Annotated[Path, typer.Option(help="Markdown summary file (also printed).")] = Path(
         "results/nightly.md"
     ),
+    timeout: TimeoutOption = None,
     db: DbOption = DEFAULT_DB,
 ) -> None:
     """One scheduled sweep: add trials, re-score the best recipe, flag a regression, report.
@@ -310,7 +322,9 @@ def nightly(
     _stop_on_sigterm()
     runner = SearchRunner(
         loaded,
-        SearchOptions(budget=max(budget, 1), db=db, study_name=study, storage=storage, device=device),
+        SearchOptions(
+            budget=max(budget, 1), db=db, study_name=study, storage=storage, device=device, timeout=timeout
+        ),
         console=console,
     )
     outcome = run_nightly(runner, budget)
@@ -619,7 +633,7 @@ def _print_search_summary(runner: Any, outcome: Any, db: Path) -> None:
         f"study [bold]{_fmt(outcome.study_name)}[/]: {outcome.finished} finished trials "
         f"({outcome.ran} scored, {outcome.pruned} pruned, {outcome.reused} reused, {outcome.failed} failed "
         f"this run; {outcome.confirmed} confirmed on held-out questions) in {outcome.seconds / 60:.1f} min, "
-        f"{outcome.questions} question-evaluations"
+        f"{outcome.questions} question-evaluations" + (" (stopped by --timeout)" if outcome.timed_out else "")
     )
     for ref in outcome.references:
         out.print(

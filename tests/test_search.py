@@ -386,3 +386,28 @@ def test_reference_models_are_scored_once_beside_the_trials(tmp_path, tiny_model
     assert outcome.references == [] and db_rows(tmp_path, "SELECT count(*) FROM trials")[0][0] == 5
     with pytest.raises(HarnessError, match=r"references\[0\]: unknown model alias \$nobody"):
         load_space(write_space(tmp_path, tiny_models, data, references=["$nobody"]))
+
+
+def test_timeout_stops_starting_trials_and_keeps_the_running_one(tmp_path, tiny_models, data):
+    space = write_space(tmp_path, tiny_models, data, selection={"heldout_limit": 4, "confirm_top": 0})
+    run(space, tmp_path, 1)  # warm: tasks built, donors read
+    _, warm = run(space, tmp_path, 2)
+    assert warm.finished == 2 and not warm.timed_out
+    one_trial = warm.seconds
+    # Half a trial's time: the trial that starts at once runs to its end and is recorded, and
+    # no other starts; the budget (4) is not reached.
+    _, outcome = run(space, tmp_path, 4, timeout=one_trial / 2)
+    assert outcome.timed_out and outcome.ran == 1 and outcome.finished == 3
+    assert db_rows(tmp_path, "SELECT count(*) FROM trials WHERE status = 'ok'")[0][0] == 3
+    # The same command without the limit goes on to the budget.
+    _, outcome = run(space, tmp_path, 4)
+    assert outcome.finished == 4 and not outcome.timed_out
+
+
+def test_cli_rejects_a_timeout_that_is_not_positive(tmp_path, tiny_models, data):
+    db = tmp_path / "out" / "lb.duckdb"
+    space = write_space(tmp_path, tiny_models, data)
+    result = CliRunner().invoke(app, ["search", "--space", str(space), "--db", str(db), "--timeout", "0"])
+    assert result.exit_code == 2, result.output
+    assert "--timeout must be > 0" in result.stderr and result.stderr.count("\n") == 1
+    assert not db.exists()

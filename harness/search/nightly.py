@@ -110,7 +110,8 @@ def summary_markdown(outcome: NightlyOutcome, report: Path | None) -> str:
         f"# Nightly sweep: {outcome.study} ({datetime.now(UTC):%Y-%m-%d %H:%M} UTC)",
         "",
         f"- trials this run: {s.ran} scored, {s.reused} reused, {s.pruned} pruned, {s.failed} failed; "
-        f"{s.finished} finished in the study; {s.seconds / 60:.1f} min",
+        f"{s.finished} finished in the study; {s.seconds / 60:.1f} min"
+        + (" (stopped by --timeout before the budget)" if s.timed_out else ""),
     ]
     best = outcome.best
     if best is None:
