@@ -409,3 +409,21 @@ def test_the_machine_is_described_once_per_process(data: Path, tiny, monkeypatch
     assert described.call_count == 1
     assert "pretty_env_info" in lm_eval_compat._described
     assert lm_eval.evaluator.add_env_info is upstream  # the swap ends with the call
+
+
+def test_chosen_documents_are_upstreams_without_reading_the_rest(data: Path) -> None:
+    """A reused task picks ``samples=`` documents by index; lm-eval's own ``doc_iterator``
+    decodes the whole split to find them. Both must yield the same (position, document) pairs:
+    this fails when an lm-eval upgrade changes what ``samples=`` means."""
+    plan = plan_evaluation(["arc_challenge"], data_dir=data)
+    task = _ours(plan, "arc_challenge")
+    assert "doc_iterator" in vars(task)  # the harness's, not the class's
+    upstream = type(task).doc_iterator
+    n = len(task.eval_docs)
+    for samples in ([3, 0, 5], [n - 1, 1, 1], list(range(n))):
+        for rank, world_size in ((0, 1), (1, 2)):
+            kwargs = {"rank": rank, "world_size": world_size, "samples": samples}
+            assert list(task.doc_iterator(**kwargs)) == list(upstream(task, **kwargs))
+    assert list(task.doc_iterator(limit=2)) == list(upstream(task, limit=2))
+    with pytest.raises(AssertionError):
+        list(task.doc_iterator(samples=[n]))
