@@ -26,9 +26,9 @@ in float32) and every greedy flag and accuracy exactly.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 import torch.nn.functional as F
@@ -46,6 +46,11 @@ Answer = tuple[float, bool]
 # batches stop paying; on a GPU it starts high and halves on out-of-memory.
 CPU_BATCH_TOKENS = 8192
 CUDA_BATCH_TOKENS = 262144
+# A batch (or a group of answer choices) takes a row only while padding it to the batch's
+# longest stays under this share of the width: rows of mixed lengths (an ARC question beside
+# a HellaSwag one, a one-token choice beside a 30-token ending) would otherwise run mostly
+# padding, and every padded position costs the model and, for choices, the vocabulary head.
+MAX_PADDING_SHARE = 0.25
 # Contexts that share at least this many leading tokens, and most of their length (few-shot
 # examples fixed per subject, as MMLU's and KMMLU's), run those tokens once per batch.
 MIN_SHARED_TOKENS = 16
@@ -61,8 +66,28 @@ def _common_prefix(contexts: Sequence[list[int]]) -> int:
     return n
 
 
+def _padding_share(length: int, width: int) -> float:
+    return 1 - length / width
+
+
 def _shares_most(a: list[int], b: list[int]) -> bool:
     return _common_prefix([a, b]) * 2 >= min(len(a), len(b))
+
+
+_Item = TypeVar("_Item")
+
+
+def _length_groups(items: list[_Item], length: Callable[[_Item], int]) -> Iterator[list[_Item]]:
+    """``items`` longest first, cut wherever padding to the group's longest would exceed
+    ``MAX_PADDING_SHARE`` of its width."""
+    group: list[_Item] = []
+    for item in sorted(items, key=length, reverse=True):
+        if group and _padding_share(length(item), length(group[0])) > MAX_PADDING_SHARE:
+            yield group
+            group = []
+        group.append(item)
+    if group:
+        yield group
 
 
 _TOLD: set[str] = set()
@@ -152,13 +177,17 @@ class SharedPrefixHFLM(HFLM):
             yield from self._fill(sorted(run, key=lambda q: -len(q.context)), requests)
 
     def _fill(self, questions: Sequence[_Question], requests: Sequence[Request]) -> Iterator[list[_Question]]:
-        """Consecutive questions while rows x padded length fits the token budget."""
+        """Consecutive questions (longest first) while rows x padded length fits the token
+        budget and no row would be mostly padding."""
         batch: list[_Question] = []
         rows = 0
         for question in questions:
             extra = 1 + sum(1 for i in question.requests if len(requests[i][2]) > 1)
             width = len(batch[0].context) if batch else len(question.context)
-            if batch and (rows + extra) * width > self.batch_tokens:
+            if batch and (
+                (rows + extra) * width > self.batch_tokens
+                or _padding_share(len(question.context), width) > MAX_PADDING_SHARE
+            ):
                 yield batch
                 batch, rows = [], 0
             batch.append(question)
@@ -224,9 +253,10 @@ class SharedPrefixHFLM(HFLM):
                 cache = tc.select_cache_rows(cache, torch.zeros(len(batch), dtype=torch.long, device=device))
             first_logits, cache = tc.last_logits_and_cache(self.model, ids, mask, positions, cache)
             first = self._log_softmax(first_logits)  # [questions, vocab]: predicts token 1
-            tail_logprobs = self._tails(tails, requests, cache, mask, lengths) if tails else None
+            scored_tails: dict[int, tuple[torch.Tensor, bool]] = {}
+            for group in _length_groups(tails, lambda tail: len(requests[tail[1]][2]) - 1):
+                scored_tails.update(self._tails(group, requests, cache, mask, lengths))
 
-        tail_row = {i: n for n, (_, i) in enumerate(tails)}
         first_greedy = first.argmax(-1)
         out: list[tuple[int, Answer]] = []
         for row, question in enumerate(batch):
@@ -235,11 +265,9 @@ class SharedPrefixHFLM(HFLM):
                 head = first[row, continuation[0]].reshape(1)
                 greedy = bool(first_greedy[row] == continuation[0])
                 if len(continuation) > 1:
-                    assert tail_logprobs is not None
-                    steps = tail_logprobs[tail_row[i], : len(continuation) - 1]
-                    wanted = torch.tensor(continuation[1:], device=steps.device)
-                    head = torch.cat([head, steps.gather(-1, wanted.unsqueeze(-1)).squeeze(-1)])
-                    greedy = greedy and bool((steps.argmax(-1) == wanted).all())
+                    rest, rest_greedy = scored_tails[i]
+                    head = torch.cat([head, rest])
+                    greedy = greedy and rest_greedy
                 out.append((i, (float(head.sum()), greedy)))
         return out
 
@@ -250,8 +278,9 @@ class SharedPrefixHFLM(HFLM):
         cache: Any,
         context_mask: torch.Tensor,
         context_lengths: torch.Tensor,
-    ) -> torch.Tensor:
-        """Log-softmax at every position of every choice's tokens but its last: [choices, len, vocab]."""
+    ) -> dict[int, tuple[torch.Tensor, bool]]:
+        """Each choice's tokens but its last, run from its question's cache: per request, the
+        log-probabilities of its tokens after the first and whether each was the greedy one."""
         device = self.device
         steps = max(len(requests[i][2]) - 1 for _, i in tails)
         ids = torch.full((len(tails), steps), self._pad_id(), dtype=torch.long)
@@ -264,8 +293,15 @@ class SharedPrefixHFLM(HFLM):
         cache = tc.select_cache_rows(cache, rows)
         mask = torch.cat([context_mask[rows], tail_mask.to(device)], dim=1)
         positions = context_lengths[rows].unsqueeze(1) + torch.arange(steps, device=device)
-        logits = tc.continue_from_cache(self.model, ids.to(device), mask, positions, cache)
-        return self._log_softmax(logits)
+        logprobs = self._log_softmax(
+            tc.continue_from_cache(self.model, ids.to(device), mask, positions, cache)
+        )
+        scored: dict[int, tuple[torch.Tensor, bool]] = {}
+        for n, (_, i) in enumerate(tails):
+            wanted = torch.tensor(requests[i][2][1:], device=logprobs.device)
+            at = logprobs[n, : len(wanted)]
+            scored[i] = at.gather(-1, wanted.unsqueeze(-1)).squeeze(-1), bool((at.argmax(-1) == wanted).all())
+        return scored
 
     def _pad_id(self) -> int:
         pad = self.tokenizer.pad_token_id

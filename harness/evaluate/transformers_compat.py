@@ -15,6 +15,7 @@ init comes back).
 
 from __future__ import annotations
 
+import copy
 import inspect
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -55,12 +56,17 @@ def last_logits_and_cache(
 
 
 def select_cache_rows(cache: Any, rows: torch.Tensor) -> Any:
-    """The cache with its batch rows replaced by ``rows`` (repeats allowed), in place: each
-    answer choice gets its own copy of its question's context cache."""
-    if not hasattr(cache, "batch_select_indices"):
-        raise TypeError(f"{type(cache).__name__} has no batch_select_indices")
-    cache.batch_select_indices(rows)
-    return cache
+    """A new cache whose batch rows are ``rows`` of ``cache`` (repeats allowed): each answer
+    choice gets its own copy of its question's context cache. ``cache`` itself is left as it
+    was, so several groups of choices can each continue from it. (A layer's
+    ``batch_select_indices`` and ``update`` rebind its tensors rather than write into them, so
+    copying the layer objects is enough.)"""
+    if not hasattr(cache, "batch_select_indices") or not isinstance(getattr(cache, "layers", None), list):
+        raise TypeError(f"{type(cache).__name__} has no layers with batch_select_indices")
+    copied = copy.copy(cache)
+    copied.layers = [copy.copy(layer) for layer in cache.layers]
+    copied.batch_select_indices(rows)
+    return copied
 
 
 def continue_from_cache(
