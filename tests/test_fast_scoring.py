@@ -78,7 +78,9 @@ def test_loglikelihoods_equal_stock_and_each_context_runs_once(tiny, batch_token
     model, tokenizer = tiny
     requests = _requests(model)
     stock_lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=8)
-    fast_lm = SharedPrefixHFLM(pretrained=model, tokenizer=tokenizer, batch_size=8, batch_tokens=batch_tokens)
+    fast_lm = SharedPrefixHFLM(
+        pretrained=model, tokenizer=tokenizer, batch_size=8, batch_tokens=batch_tokens, pass_tokens=0
+    )
     assert fast_lm.stock_reason is None  # the boundary holds for a Llama on this transformers
     counter = _TokenCounter(model)
     stock = stock_lm._loglikelihood_tokens(requests, disable_tqdm=True)
@@ -91,8 +93,8 @@ def test_loglikelihoods_equal_stock_and_each_context_runs_once(tiny, batch_token
     assert [a[1] for a in fast] == [b[1] for b in stock]
     assert sum(a[1] for a in stock) >= 20  # the greedy choices are greedy under both
     # Each distinct context once, then each choice's tokens but its last; padding (contexts of
-    # 1-150 tokens, choices of 1-6) at most MAX_PADDING_SHARE of what runs. Far below stock's
-    # context-per-choice in any batching.
+    # 1-150 tokens, choices of 1-6) at most MAX_PADDING_SHARE of what runs when a pass costs
+    # nothing. Far below stock's context-per-choice in any batching.
     tails: dict[tuple[int, ...], list[int]] = {}
     for _, context, continuation in requests:
         tails.setdefault(tuple(context), []).append(len(continuation) - 1)

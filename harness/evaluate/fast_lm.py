@@ -46,11 +46,16 @@ Answer = tuple[float, bool]
 # batches stop paying; on a GPU it starts high and halves on out-of-memory.
 CPU_BATCH_TOKENS = 8192
 CUDA_BATCH_TOKENS = 262144
-# A batch (or a group of answer choices) takes a row only while padding it to the batch's
-# longest stays under this share of the width: rows of mixed lengths (an ARC question beside
-# a HellaSwag one, a one-token choice beside a 30-token ending) would otherwise run mostly
-# padding, and every padded position costs the model and, for choices, the vocabulary head.
+# A batch (or a group of answer choices) is cut in two where its padding would exceed this
+# share of what it runs *and* what one more forward pass costs: rows of mixed lengths (an ARC
+# question beside a HellaSwag one, a one-token choice beside a 30-token ending) would
+# otherwise run mostly padding, and every padded position costs the model and, for choices,
+# the vocabulary head. A pass's own cost is in padded tokens: on 2 CPU cores a pass over a
+# few tokens takes what about 50 more tokens do (it reads every weight once); on a GPU, kernel
+# launches are worth far more tokens (a guess, not measured: no GPU was lent).
 MAX_PADDING_SHARE = 0.25
+CPU_PASS_TOKENS = 48
+CUDA_PASS_TOKENS = 4096
 # Contexts that share at least this many leading tokens, and most of their length (few-shot
 # examples fixed per subject, as MMLU's and KMMLU's), run those tokens once per batch.
 MIN_SHARED_TOKENS = 16
@@ -66,8 +71,10 @@ def _common_prefix(contexts: Sequence[list[int]]) -> int:
     return n
 
 
-def _padding_share(length: int, width: int) -> float:
-    return 1 - length / width
+def _cut_here(padding: int, rows: int, width: int, pass_tokens: int) -> bool:
+    """Whether a pass of ``rows`` x ``width`` tokens carrying ``padding`` padded ones is better
+    run as two passes."""
+    return padding > max(MAX_PADDING_SHARE * rows * width, pass_tokens)
 
 
 def _shares_most(a: list[int], b: list[int]) -> bool:
@@ -77,14 +84,21 @@ def _shares_most(a: list[int], b: list[int]) -> bool:
 _Item = TypeVar("_Item")
 
 
-def _length_groups(items: list[_Item], length: Callable[[_Item], int]) -> Iterator[list[_Item]]:
-    """``items`` longest first, cut wherever padding to the group's longest would exceed
-    ``MAX_PADDING_SHARE`` of its width."""
+def _length_groups(
+    items: list[_Item], length: Callable[[_Item], int], pass_tokens: int
+) -> Iterator[list[_Item]]:
+    """``items`` longest first, cut where padding to the group's longest would not pay (see
+    ``_cut_here``)."""
     group: list[_Item] = []
+    padding = 0
     for item in sorted(items, key=length, reverse=True):
-        if group and _padding_share(length(item), length(group[0])) > MAX_PADDING_SHARE:
-            yield group
-            group = []
+        if group:
+            width = length(group[0])
+            if _cut_here(padding + width - length(item), len(group) + 1, width, pass_tokens):
+                yield group
+                group, padding = [], 0
+            else:
+                padding += width - length(item)
         group.append(item)
     if group:
         yield group
@@ -104,15 +118,20 @@ class _Question:
 class SharedPrefixHFLM(HFLM):
     """``HFLM`` whose log-likelihoods share each context's forward pass among its choices.
 
-    ``batch_tokens`` caps rows x padded length per forward pass (default: by device).
-    Models whose forward lacks what :mod:`harness.evaluate.transformers_compat` needs are
-    scored by stock ``HFLM``, with one log line saying why.
+    ``batch_tokens`` caps rows x padded length per forward pass; ``pass_tokens`` is what one
+    more pass is worth in padded tokens (both default by device). Models whose forward lacks
+    what :mod:`harness.evaluate.transformers_compat` needs are scored by stock ``HFLM``, with
+    one log line saying why.
     """
 
-    def __init__(self, *args: Any, batch_tokens: int | None = None, **kwargs: Any) -> None:
+    def __init__(
+        self, *args: Any, batch_tokens: int | None = None, pass_tokens: int | None = None, **kwargs: Any
+    ) -> None:
         super().__init__(*args, **kwargs)
-        self.batch_tokens = batch_tokens or (
-            CUDA_BATCH_TOKENS if self.device.type == "cuda" else CPU_BATCH_TOKENS
+        cuda = self.device.type == "cuda"
+        self.batch_tokens = batch_tokens or (CUDA_BATCH_TOKENS if cuda else CPU_BATCH_TOKENS)
+        self.pass_tokens = (
+            pass_tokens if pass_tokens is not None else (CUDA_PASS_TOKENS if cuda else CPU_PASS_TOKENS)
         )
         reason = "seq2seq backend" if self.backend != "causal" else tc.shares_prefixes(self.model)
         self.stock_reason = reason
@@ -180,18 +199,20 @@ class SharedPrefixHFLM(HFLM):
         """Consecutive questions (longest first) while rows x padded length fits the token
         budget and no row would be mostly padding."""
         batch: list[_Question] = []
-        rows = 0
+        rows = padding = 0
         for question in questions:
             extra = 1 + sum(1 for i in question.requests if len(requests[i][2]) > 1)
             width = len(batch[0].context) if batch else len(question.context)
+            pad = width - len(question.context)
             if batch and (
                 (rows + extra) * width > self.batch_tokens
-                or _padding_share(len(question.context), width) > MAX_PADDING_SHARE
+                or _cut_here(padding + pad, len(batch) + 1, width, self.pass_tokens)
             ):
                 yield batch
-                batch, rows = [], 0
+                batch, rows, padding, pad = [], 0, 0, 0
             batch.append(question)
             rows += extra
+            padding += pad
         if batch:
             yield batch
 
@@ -254,7 +275,7 @@ class SharedPrefixHFLM(HFLM):
             first_logits, cache = tc.last_logits_and_cache(self.model, ids, mask, positions, cache)
             first = self._log_softmax(first_logits)  # [questions, vocab]: predicts token 1
             scored_tails: dict[int, tuple[torch.Tensor, bool]] = {}
-            for group in _length_groups(tails, lambda tail: len(requests[tail[1]][2]) - 1):
+            for group in _length_groups(tails, lambda tail: len(requests[tail[1]][2]) - 1, self.pass_tokens):
                 scored_tails.update(self._tails(group, requests, cache, mask, lengths))
 
         first_greedy = first.argmax(-1)
