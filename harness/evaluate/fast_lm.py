@@ -13,7 +13,9 @@ and log-softmaxes all of it (49k x 1,500 floats per sequence) to read a handful 
 - copies the context's key/value cache once per answer choice and runs only the choices'
   tokens after it, with logits for those positions only;
 - batches by a token budget (rows x padded length) rather than a fixed count, and on a CUDA
-  out-of-memory error halves the budget and retries the batch.
+  out-of-memory error halves the budget and retries the batch;
+- cuts a batch, and its answer choices into groups, where padding to the longest row would
+  cost more than another forward pass (a one-token choice is not padded to a 30-token one).
 
 Everything else (tasks, prompts, tokenisation, truncation rules, metrics, generation, rolling
 log-likelihoods, lm-eval's request cache) is lm-eval's own: only ``_loglikelihood_tokens`` is
@@ -197,7 +199,7 @@ class SharedPrefixHFLM(HFLM):
 
     def _fill(self, questions: Sequence[_Question], requests: Sequence[Request]) -> Iterator[list[_Question]]:
         """Consecutive questions (longest first) while rows x padded length fits the token
-        budget and no row would be mostly padding."""
+        budget and their padding pays (``_cut_here``)."""
         batch: list[_Question] = []
         rows = padding = 0
         for question in questions:
