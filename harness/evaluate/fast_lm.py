@@ -87,21 +87,29 @@ _Item = TypeVar("_Item")
 
 
 def _length_groups(
-    items: list[_Item], length: Callable[[_Item], int], pass_tokens: int
+    items: Sequence[_Item],
+    length: Callable[[_Item], int],
+    pass_tokens: int,
+    rows: Callable[[_Item], int] = lambda _: 1,
+    budget: int | None = None,
 ) -> Iterator[list[_Item]]:
     """``items`` longest first, cut where padding to the group's longest would not pay (see
-    ``_cut_here``)."""
+    ``_cut_here``) or where its rows (``rows``: what each item adds) x that width would
+    exceed ``budget``."""
     group: list[_Item] = []
-    padding = 0
+    padding = used_rows = 0
     for item in sorted(items, key=length, reverse=True):
         if group:
             width = length(group[0])
-            if _cut_here(padding + width - length(item), len(group) + 1, width, pass_tokens):
+            pad = width - length(item)
+            over_budget = budget is not None and (used_rows + rows(item)) * width > budget
+            if over_budget or _cut_here(padding + pad, len(group) + 1, width, pass_tokens):
                 yield group
-                group, padding = [], 0
+                group, padding, used_rows = [], 0, 0
             else:
-                padding += width - length(item)
+                padding += pad
         group.append(item)
+        used_rows += rows(item)
     if group:
         yield group
 
@@ -185,7 +193,9 @@ class SharedPrefixHFLM(HFLM):
     ) -> Iterator[list[_Question]]:
         """Questions whose contexts share most of their tokens (an MMLU subject's five fixed
         examples) batched together, so the shared tokens run once per batch; the rest longest
-        first, so padding stays small and any out-of-memory error comes first."""
+        first, so padding stays small and any out-of-memory error comes first. A batch ends
+        where its rows (a context and its choices' tails) x padded length would exceed the
+        token budget, or where its padding would not pay (``_cut_here``)."""
         ordered = sorted(questions, key=lambda q: q.context)  # shared prefixes become neighbours
         runs: list[list[_Question]] = []
         for question in ordered:
@@ -195,28 +205,13 @@ class SharedPrefixHFLM(HFLM):
                 runs.append([question])
         alone = [run[0] for run in runs if len(run) == 1]
         for run in [run for run in runs if len(run) > 1] + [alone]:
-            yield from self._fill(sorted(run, key=lambda q: -len(q.context)), requests)
-
-    def _fill(self, questions: Sequence[_Question], requests: Sequence[Request]) -> Iterator[list[_Question]]:
-        """Consecutive questions (longest first) while rows x padded length fits the token
-        budget and their padding pays (``_cut_here``)."""
-        batch: list[_Question] = []
-        rows = padding = 0
-        for question in questions:
-            extra = 1 + sum(1 for i in question.requests if len(requests[i][2]) > 1)
-            width = len(batch[0].context) if batch else len(question.context)
-            pad = width - len(question.context)
-            if batch and (
-                (rows + extra) * width > self.batch_tokens
-                or _cut_here(padding + pad, len(batch) + 1, width, self.pass_tokens)
-            ):
-                yield batch
-                batch, rows, padding, pad = [], 0, 0, 0
-            batch.append(question)
-            rows += extra
-            padding += pad
-        if batch:
-            yield batch
+            yield from _length_groups(
+                run,
+                lambda q: len(q.context),
+                self.pass_tokens,
+                rows=lambda q: 1 + sum(1 for i in q.requests if len(requests[i][2]) > 1),
+                budget=self.batch_tokens,
+            )
 
     def _score_with_retry(
         self, batch: list[_Question], requests: Sequence[Request]
