@@ -53,7 +53,7 @@ CUDA_BATCH_TOKENS = 262144
 # question beside a HellaSwag one, a one-token choice beside a 30-token ending) would
 # otherwise run mostly padding, and every padded position costs the model and, for choices,
 # the vocabulary head. A pass's own cost is in padded tokens: on 2 CPU cores a pass over a
-# few tokens takes what about 50 more tokens do (it reads every weight once); on a GPU, kernel
+# few tokens takes what 25-50 more tokens do (it reads every weight once); on a GPU, kernel
 # launches are worth far more tokens (a guess, not measured: no GPU was lent).
 MAX_PADDING_SHARE = 0.25
 CPU_PASS_TOKENS = 48
