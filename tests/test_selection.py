@@ -289,3 +289,107 @@ def test_eval_seconds_add_up_every_rung_and_the_confirmation(tmp_path, tiny_mode
     assert len(measured) == 4  # three rungs, then the held-out confirmation
     ((eval_seconds,),) = db_rows(tmp_path, "SELECT eval_seconds FROM trials WHERE trial_number = 0")
     assert eval_seconds == pytest.approx(sum(measured))
+
+
+# --------------------------------------------------------------------------- confirmation at the end
+
+ARC_NORM = {"name": "arc_norm", "parts": [{"task": "arc_challenge", "metric": "acc_norm", "key": "arc_norm"}]}
+
+
+def _confirm_space(where: Path, tiny_models, data, **selection) -> Path:
+    # acc_norm on 12 questions: the tiny merges' objectives differ (acc is 0 for all of them).
+    return write_space(
+        where,
+        tiny_models,
+        data,
+        limit=12,
+        suites=[ARC_NORM],
+        objective={"maximize": {"arc_norm": 1.0}},
+        selection={"heldout_limit": 4, "confirm_top": 2, **selection},
+    )
+
+
+def _confirmed(where: Path) -> dict[int, float]:
+    return dict(
+        db_rows(
+            where,
+            "SELECT trial_number, heldout_objective FROM trials "
+            "WHERE trial_number IS NOT NULL AND heldout_objective IS NOT NULL",
+        )
+    )
+
+
+def _top(runner, k: int) -> set[int]:
+    done = runner.study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))
+    return {t.number for t in done if sum(u.value > t.value for u in done) < k}
+
+
+def test_the_top_k_are_confirmed_at_the_end_from_kept_weights(tmp_path, tiny_models, data):
+    outcomes = {}
+    for when in ("finish", "end"):
+        where = tmp_path / when
+        where.mkdir()
+        runner, outcome = run(_confirm_space(where, tiny_models, data, confirm_at=when), where, 6)
+        outcomes[when] = (runner, outcome, _confirmed(where))
+    runner, outcome, confirmed = outcomes["end"]
+    top = _top(runner, 2)
+    assert set(confirmed) == top and outcome.confirmed == len(top)
+    assert not list(runner.kept.folder.iterdir())  # every kept model confirmed or dropped
+    # The same seeded trials confirmed as they finished, from the model in memory: the kept
+    # weights give the very same held-out numbers, and confirming as they finish cost more.
+    finish_runner, finish_outcome, finish_confirmed = outcomes["finish"]
+    assert _top(finish_runner, 2) == top
+    assert {n: finish_confirmed[n] for n in top} == confirmed
+    assert finish_outcome.confirmed > outcome.confirmed
+
+
+def test_kept_weights_wait_for_the_next_run_when_one_stops_early(tmp_path, tiny_models, data):
+    from harness.search import SearchOptions, SearchRunner, load_space
+
+    space = _confirm_space(tmp_path, tiny_models, data, confirm_top=1)
+    runner = SearchRunner(load_space(space), SearchOptions(budget=1, db=tmp_path / "lb.duckdb"))
+    runner.run_one()  # a finished trial, then the run stops before its end (as Ctrl-C would)
+    assert len(list(runner.kept.entries())) == 1 and not _confirmed(tmp_path)
+    again, outcome = run(space, tmp_path, 1)  # the budget is spent: no trial, the confirmation
+    assert outcome.ran == 0 and outcome.confirmed == 1 and set(_confirmed(tmp_path)) == {0}
+    assert not list(again.kept.folder.iterdir())
+
+
+def test_a_trial_whose_weights_cannot_be_kept_is_confirmed_at_once(tmp_path, tiny_models, data, monkeypatch):
+    from harness.search.confirm import KeptModels
+
+    def full_disk(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(KeptModels, "keep", full_disk)
+    _, outcome = run(_confirm_space(tmp_path, tiny_models, data, confirm_top=1), tmp_path, 1)
+    assert outcome.confirmed == 1 and set(_confirmed(tmp_path)) == {0}
+
+
+def test_kept_entries_belong_to_their_live_worker(tmp_path):
+    import json
+    import os
+    import socket
+
+    from harness.record import TrialRecord
+    from harness.search.confirm import RECORD_FILE, KeptModels
+    from harness.search.workers import worker_identity
+
+    kept = KeptModels(tmp_path)
+    parent = worker_identity() | {"pid": os.getppid(), "start": None}  # alive, not this process
+    workers = {
+        "mine": kept.me,
+        "dead": {"host": socket.gethostname(), "pid": 2**22 + 1, "start": "1"},
+        "live": parent,
+        "remote": {"host": "elsewhere", "pid": 1, "start": None},
+    }
+    for name, worker in workers.items():
+        (tmp_path / name).mkdir()
+        record = TrialRecord(name=name, source="search", id=name)
+        entry = {"record": record.__dict__, "worker": worker}
+        (tmp_path / name / RECORD_FILE).write_text(json.dumps(entry))
+    (tmp_path / "damaged").mkdir()
+    (tmp_path / "damaged" / RECORD_FILE).write_text("{not json")
+    (tmp_path / ".half.partial").mkdir()  # being written by someone
+    assert sorted(e.record.name for e in kept.entries()) == ["dead", "mine"]
+    assert not (tmp_path / "damaged").exists() and (tmp_path / ".half.partial").exists()

@@ -1,7 +1,7 @@
 """``harness nightly``: one scheduled sweep of a study, and whether anything regressed.
 
-A night resumes the study and adds ``budget`` trials (each confirmed on the held-out questions
-when it is among the top ``confirm_top``, as in any search), then builds the best-known recipe
+A night resumes the study and adds ``budget`` trials (the study's top ``confirm_top`` are
+confirmed on the held-out questions at the end, as in any search), then builds the best-known recipe
 again and scores it on the same held-out questions. That re-score is compared per question
 with the recipe's previous measurement (last night's re-score, else the trial itself) by the
 paired test of ``harness compare``: a significant drop is a regression (a library upgrade, a

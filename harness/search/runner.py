@@ -3,9 +3,10 @@
 Each trial: sample a recipe (define-by-run) -> build it in memory against resident
 donors -> score it with lm-eval on the study's *search* questions, in rungs of growing
 fidelity with Optuna's pruner deciding after each -> record it in DuckDB -> tell Optuna ->
-if it is among the top ``confirm_top`` so far, score it on the *held-out* questions (what the
-leaderboard ranks) while it is still loaded -> free it. The space's reference models get
-both scores before the first trial.
+if it is among the top ``confirm_top`` so far, keep its weights on disk -> free it. At the
+end of the run the trials still in the top K are scored on the *held-out* questions (what the
+leaderboard ranks; :mod:`harness.search.confirm` says why then). The space's reference models
+get both scores before the first trial.
 
 A recipe already scored with the same suites, limit and split is never rebuilt or rescored:
 its scores are reused and the row says so. A failing trial is recorded as failed and the
@@ -31,6 +32,7 @@ from harness.evaluate.questions import Partition
 from harness.evaluate.results import Composition, Sample
 from harness.pipeline import Scorer, Scoring, request_cache
 from harness.record import Leaderboard, RecordLog, TrialRecord, is_log_url
+from harness.search.confirm import KeptModels, KeptTrial
 from harness.search.optuna_compat import heartbeat, quiet_experimental, storage_trial_id
 from harness.search.space import SearchSpace
 from harness.search.study import (
@@ -145,6 +147,8 @@ class SearchRunner:
             self.storage = open_storage(target, options.heartbeat, self.stale)
         self.study = self._open_study(sampler)
         self.claims = options.db.parent / f".{options.db.name}.claims"
+        # Trials in the top K so far wait here for their confirmation at the end of the run.
+        self.kept = KeptModels(options.db.parent / f".{options.db.name}.kept" / self.study_name)
         from harness.build import DonorPool
 
         self.pool = DonorPool()  # donors stay loaded for the whole search
@@ -310,6 +314,7 @@ class SearchRunner:
                 outcome.failed += status == "failed"
                 outcome.pruned += status == "pruned"
                 progress.update(bar, completed=len(self.finished_trials()), best=self._best_text())
+        self.confirm_kept(outcome)
         outcome.finished = len(self.finished_trials())
         outcome.seconds = time.perf_counter() - start
         try:
@@ -500,17 +505,79 @@ class SearchRunner:
         finally:
             gc.collect()
         # Told and recorded: a failure (or Ctrl-C) from here on leaves a complete trial.
-        if status == "ok" and built is not None and self._in_top(record):
-            try:
-                heldout = self._score_heldout(record, built.model, built.tokenizer)
-                if outcome is not None:
-                    outcome.confirmed += 1
-                    outcome.questions += _questions(heldout)
-            except Exception as err:  # noqa: BLE001
-                self._warn(f"trial {trial.number}: held-out confirmation failed: {type(err).__name__}: {err}")
+        if status == "ok" and built is not None and self._in_top(record.objective):
+            if self.selection.confirm_at == "end" and self._keep(record, built):
+                self._drop_fallen()
+            else:
+                self._confirm(record, built.model, built.tokenizer, outcome)
         del built
         gc.collect()
         return status
+
+    def _keep(self, record: TrialRecord, built: Any) -> bool:
+        """Keep a top-K trial's weights for the end of the run; False (confirm it now) when
+        they cannot be written: a full disk costs time, never the confirmation."""
+        try:
+            self.kept.keep(record, built.model, built.tokenizer)
+        except OSError as err:
+            self._warn(
+                f"cannot keep {record.name}'s weights in {self.kept.folder} ({err}); "
+                "confirming it on the held-out questions now"
+            )
+            return False
+        return True
+
+    def _drop_fallen(self) -> None:
+        """Remove the kept trials that are no longer in the top K: they will not be confirmed."""
+        for entry in self.kept.entries():
+            if not self._in_top(entry.record.objective):
+                self.kept.drop(entry.path)
+
+    def confirm_kept(self, outcome: SearchOutcome | None = None) -> None:
+        """Score the kept trials still in the top K on the held-out questions; drop the rest.
+        An entry is removed once its confirmation is recorded; Ctrl-C leaves it for a rerun."""
+        from harness.build.loading import load_pretrained
+
+        entries: list[KeptTrial] = []
+        for entry in self.kept.entries():
+            if self._in_top(entry.record.objective):
+                entries.append(entry)
+            else:
+                self.kept.drop(entry.path)
+        entries.sort(key=lambda e: -(e.record.objective or 0.0))
+        for i, entry in enumerate(entries, 1):
+            record = entry.record
+            self.console.print(
+                f"confirming {escape(record.name)} on the held-out questions ({i} of {len(entries)})"
+            )
+            try:
+                model, tokenizer, _ = load_pretrained(
+                    str(entry.path), device=self.options.device, dtype=record.dtype or "auto"
+                )
+            except Exception as err:  # noqa: BLE001  (damaged files: the search scores stand)
+                self._warn(f"{record.name}: kept weights cannot be loaded, not confirmed: {err}")
+                self.kept.drop(entry.path)
+                continue
+            try:
+                if self._confirm(record, model, tokenizer, outcome):
+                    self.kept.drop(entry.path)
+            finally:
+                del model
+                gc.collect()
+
+    def _confirm(
+        self, record: TrialRecord, model: Any, tokenizer: Any, outcome: SearchOutcome | None
+    ) -> bool:
+        """Score a trial on the held-out questions; a failure is reported and the study goes on."""
+        try:
+            heldout = self._score_heldout(record, model, tokenizer)
+        except Exception as err:  # noqa: BLE001
+            self._warn(f"{record.name}: held-out confirmation failed: {type(err).__name__}: {err}")
+            return False
+        if outcome is not None:
+            outcome.confirmed += 1
+            outcome.questions += _questions(heldout)
+        return True
 
     def _score_trial(
         self, trial: Any, record: TrialRecord, model: Any, tokenizer: Any, outcome: SearchOutcome | None
@@ -568,16 +635,16 @@ class SearchRunner:
         leaves = self._leaf_index
         return leaves.setdefault(task, len(leaves)) * 10_000_000 + doc_id
 
-    def _in_top(self, record: TrialRecord) -> bool:
-        """Whether a just-finished trial is among the best ``confirm_top`` so far (by its search
-        objective). Every trial of the final top K was in the top K when it finished, so they
-        all get confirmed, while the model is still loaded."""
-        if self.search_part != "search" or self.confirm_top == 0 or record.objective is None:
+    def _in_top(self, objective: float | None) -> bool:
+        """Whether a finished trial with this search objective is among the best
+        ``confirm_top`` so far. Every trial of the final top K was in the top K when it
+        finished, so keeping (or confirming) those misses none of them."""
+        if self.search_part != "search" or self.confirm_top == 0 or objective is None:
             return False
         from optuna.trial import TrialState
 
         done = self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-        better = sum(1 for t in done if t.values and sum(t.values) / len(t.values) > record.objective)
+        better = sum(1 for t in done if t.values and sum(t.values) / len(t.values) > objective)
         return better < self.confirm_top
 
     def _close(

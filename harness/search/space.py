@@ -156,7 +156,15 @@ class SelectionSpec(BaseModel):
     confirm_top: int = Field(
         default=5,
         ge=0,
-        description="Trials confirmed on the held-out part: those in the top K when they finish.",
+        description="Trials confirmed on the held-out part: the study's top K by the search objective.",
+    )
+    confirm_at: Literal["end", "finish"] = Field(
+        default="end",
+        description=(
+            "end: the top K at the end of each run, from weights kept on disk meanwhile "
+            "(K confirmations); finish: each trial in the top K so far when it finishes, while "
+            "it is loaded (no disk, but about K(1 + ln(N/K)) confirmations in N trials)."
+        ),
     )
 
     @model_validator(mode="after")

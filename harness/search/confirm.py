@@ -1,0 +1,87 @@
+"""Held-out confirmation of a study's top K at the end of a run, from weights kept on disk.
+
+The leaderboard ranks the held-out objective of the study's best K trials (by the search
+objective). Confirming each trial as it finishes among the best K *so far* also confirms every
+early trial (the first K always are) and every trial that later drops out: about
+K (1 + ln(N / K)) held-out scorings in N trials in random order, more when the sampler improves,
+where only K are needed. Each is a full held-out scoring, the most expensive thing a trial does.
+
+So while a trial is among the best K, its weights wait here (``save_pretrained``: safetensors,
+the model's own dtype); an entry is dropped as soon as its trial falls out of the top K, so at
+most about K models are on disk at once. At the end of the run the ones still in the top K are
+loaded and confirmed. Disk, not memory: K resident models would not fit beside a 7B search.
+
+An entry is written under a temporary name and renamed when complete, so a half-written model
+is never confirmed. A run that stops early (Ctrl-C, a killed worker) leaves its entries; the
+next run of the study on this machine confirms them at its end. An entry whose worker still runs
+belongs to that worker.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from harness.record import TrialRecord
+from harness.search.workers import is_alive, is_local, worker_identity
+
+RECORD_FILE = "harness_kept.json"
+
+
+@dataclass(frozen=True)
+class KeptTrial:
+    """A trial's weights waiting for confirmation, with the record its scores are added to."""
+
+    path: Path
+    record: TrialRecord
+    worker: dict[str, Any]
+
+
+class KeptModels:
+    """The folder of one study's trials that wait for their held-out confirmation."""
+
+    def __init__(self, folder: Path):
+        self.folder = folder
+        self.me = worker_identity()
+
+    def keep(self, record: TrialRecord, model: Any, tokenizer: Any) -> KeptTrial:
+        """Write the trial's model; OSError (a full disk, an unwritable folder) leaves nothing."""
+        final = self.folder / record.id
+        partial = self.folder / f".{record.id}.partial"
+        try:
+            shutil.rmtree(partial, ignore_errors=True)
+            partial.mkdir(parents=True)
+            model.save_pretrained(partial)
+            tokenizer.save_pretrained(partial)
+            entry = {"record": asdict(record), "worker": self.me}
+            (partial / RECORD_FILE).write_text(json.dumps(entry))
+            shutil.rmtree(final, ignore_errors=True)
+            partial.rename(final)
+        except BaseException:
+            shutil.rmtree(partial, ignore_errors=True)
+            raise
+        return KeptTrial(final, record, self.me)
+
+    def entries(self) -> Iterator[KeptTrial]:
+        """Complete entries this process may confirm: its own, and those of dead local workers.
+        An unreadable entry (its files damaged) is removed: its trial's search scores stand."""
+        if not self.folder.is_dir():
+            return
+        for path in sorted(self.folder.iterdir()):
+            if path.name.startswith(".") or not path.is_dir():
+                continue
+            try:
+                data = json.loads((path / RECORD_FILE).read_text())
+                entry = KeptTrial(path, TrialRecord(**data["record"]), dict(data["worker"]))
+            except (OSError, ValueError, KeyError, TypeError):
+                self.drop(path)
+                continue
+            if entry.worker == self.me or (is_local(entry.worker) and not is_alive(entry.worker)):
+                yield entry
+
+    def drop(self, path: Path) -> None:
+        shutil.rmtree(path, ignore_errors=True)
