@@ -7,9 +7,9 @@ held-out score, with pruning and without, on the same trials.
 3. Replays the study without pruning. While the sampler is in its random start-up phase
    (``n_startup_trials``; keep ``--budget`` within it), the trial-seeded sampler draws the same
    recipe for trial number n whatever happened before, so a study without pruning runs the
-   same trials: each one scored in full, confirmed on the held-out questions when it is in the
-   top ``confirm_top`` as it finishes (the harness's rule). Every number of that arm is
-   measured on the same models and questions; only its order is replayed.
+   same trials: each one scored in full, and the study's top ``confirm_top`` confirmed on the
+   held-out questions (the harness's rule, ``selection.confirm_at``). Every number of that arm
+   is measured on the same models and questions; only its order is replayed.
 
 Prints a Markdown table: question-evaluations of each arm, the best held-out score, the
 winner's search vs held-out score (the winner's curse), and paired tests of the winners against
@@ -96,7 +96,9 @@ def main() -> None:
     pruned_search = sum((r["fidelity"] or 0) * n_tasks for r in trials)
     pruned_confirmed = [r for r in trials if r["heldout_objective"] is not None]
     pruned_heldout = sum(questions(board, r["id"]) for r in pruned_confirmed)
-    # Arm 2, replayed: every trial in full; confirmed when in the top K as it finishes.
+    # Arm 2, replayed: every trial in full; the top K confirmed as the space says. A trial
+    # confirmed here is confirmed in arm 1 too (fewer trials compete there) or is a pruned
+    # trial, whose check row has its held-out score.
     full = [check.get(r["recipe_hash"], r) if r["status"] == "pruned" else r for r in trials]
     done: list[float] = []
     full_confirmed = []
@@ -104,8 +106,12 @@ def main() -> None:
         if r["objective"] is None:
             continue
         if sum(v > r["objective"] for v in done) < runner.confirm_top:
-            full_confirmed.append(r)
+            full_confirmed.append(r)  # in the top K as it finishes
         done.append(r["objective"])
+    if runner.selection.confirm_at == "end":  # the top K of the whole study
+        full_confirmed = [
+            r for r in full_confirmed if sum(v > r["objective"] for v in done) < runner.confirm_top
+        ]
     full_search = len(full) * per_task * n_tasks
     full_heldout = sum(questions(board, r["id"]) for r in full_confirmed)
     ref_cost = sum(questions(board, r["id"]) + questions(board, r["id"], "search") for r in refs)
