@@ -204,7 +204,8 @@ TimeoutOption = Annotated[
     float | None,
     typer.Option(
         help="Wall-clock seconds after which no new trial starts; the running one finishes and "
-        "is recorded (for CI jobs with a time limit)."
+        "is recorded, then the study's top K are confirmed (for CI jobs with a time limit: "
+        "leave room for K held-out scorings)."
     ),
 ]
 
@@ -232,7 +233,8 @@ def search(
     confirm_top: Annotated[
         int | None,
         typer.Option(
-            help="Trials confirmed on held-out questions (default: the space's selection.confirm_top)."
+            help="The study's top K (by the search objective), confirmed on held-out questions at "
+            "the end of the run (default: the space's selection.confirm_top)."
         ),
     ] = None,
     timeout: TimeoutOption = None,
