@@ -535,7 +535,8 @@ class SearchRunner:
 
     def confirm_kept(self, outcome: SearchOutcome | None = None) -> None:
         """Score the kept trials still in the top K on the held-out questions; drop the rest.
-        An entry is removed once its confirmation is recorded; Ctrl-C leaves it for a rerun."""
+        An entry is removed once its confirmation is recorded; Ctrl-C or a failed scoring
+        leaves it for the next run."""
         from harness.build.loading import load_pretrained
 
         entries: list[KeptTrial] = []
