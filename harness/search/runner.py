@@ -527,11 +527,17 @@ class SearchRunner:
             return False
         return True
 
-    def _drop_fallen(self) -> None:
-        """Remove the kept trials that are no longer in the top K: they will not be confirmed."""
+    def _drop_fallen(self) -> list[KeptTrial]:
+        """Remove the kept trials that are no longer in the top K (they will not be confirmed);
+        return the rest."""
+        completed = self._completed_objectives()
+        staying = []
         for entry in self.kept.entries():
-            if not self._in_top(entry.record.objective):
+            if self._in_top(entry.record.objective, completed):
+                staying.append(entry)
+            else:
                 self.kept.drop(entry.path)
+        return staying
 
     def confirm_kept(self, outcome: SearchOutcome | None = None) -> None:
         """Score the kept trials still in the top K on the held-out questions; drop the rest.
@@ -539,13 +545,7 @@ class SearchRunner:
         leaves it for the next run."""
         from harness.build.loading import load_pretrained
 
-        entries: list[KeptTrial] = []
-        for entry in self.kept.entries():
-            if self._in_top(entry.record.objective):
-                entries.append(entry)
-            else:
-                self.kept.drop(entry.path)
-        entries.sort(key=lambda e: -(e.record.objective or 0.0))
+        entries = sorted(self._drop_fallen(), key=lambda e: -(e.record.objective or 0.0))
         for i, entry in enumerate(entries, 1):
             record = entry.record
             self.console.print(
@@ -636,17 +636,22 @@ class SearchRunner:
         leaves = self._leaf_index
         return leaves.setdefault(task, len(leaves)) * 10_000_000 + doc_id
 
-    def _in_top(self, objective: float | None) -> bool:
-        """Whether a finished trial with this search objective is among the best
-        ``confirm_top`` so far. Every trial of the final top K was in the top K when it
-        finished, so keeping (or confirming) those misses none of them."""
-        if self.search_part != "search" or self.confirm_top == 0 or objective is None:
-            return False
+    def _completed_objectives(self) -> list[float]:
+        """The search objective of every completed trial of the study (any worker's)."""
         from optuna.trial import TrialState
 
         done = self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-        better = sum(1 for t in done if t.values and sum(t.values) / len(t.values) > objective)
-        return better < self.confirm_top
+        return [sum(t.values) / len(t.values) for t in done if t.values]
+
+    def _in_top(self, objective: float | None, completed: list[float] | None = None) -> bool:
+        """Whether a finished trial with this search objective is among the best
+        ``confirm_top`` so far (``completed``: the study's objectives, read once by a caller
+        that asks for several trials). Every trial of the final top K was in the top K when it
+        finished, so keeping (or confirming) those misses none of them."""
+        if self.search_part != "search" or self.confirm_top == 0 or objective is None:
+            return False
+        completed = self._completed_objectives() if completed is None else completed
+        return sum(v > objective for v in completed) < self.confirm_top
 
     def _close(
         self,
