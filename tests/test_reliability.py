@@ -473,6 +473,37 @@ def test_a_file_that_is_not_duckdb_is_named_as_such(tmp_path):
     assert "not a DuckDB database file" in line and "another process" not in line
 
 
+@pytest.mark.parametrize("written", [0, 4096], ids=["empty", "first-header-block"])
+def test_a_file_another_process_is_still_creating_is_waited_for(tmp_path, monkeypatch, written):
+    """DuckDB creates its file empty, then writes three 4 KiB headers: a process opening it in
+    between (two workers sharing one --db) waits, as for a lock, rather than calling it "not a
+    DuckDB database file" (which failed the concurrent-writers test once)."""
+    import threading
+
+    real = tmp_path / "real.duckdb"
+    duckdb.connect(str(real)).close()
+    complete = real.read_bytes()
+    db = tmp_path / "lb.duckdb"
+    db.write_bytes(complete[:written])
+    monkeypatch.setenv("HARNESS_DB_LOCK_WAIT", "10")
+    finish = threading.Timer(0.5, db.write_bytes, [complete])  # the creating process finishes
+    finish.start()
+    try:
+        with Leaderboard(db).connect() as con:
+            assert con.execute("SELECT 1").fetchone() == (1,)
+    finally:
+        finish.join()
+
+
+def test_an_empty_file_that_stays_empty_is_not_a_database(tmp_path, monkeypatch):
+    db = tmp_path / "lb.duckdb"
+    db.touch()
+    monkeypatch.setenv("HARNESS_DB_LOCK_WAIT", "0.3")
+    with pytest.raises(HarnessError, match="not a DuckDB database file"):
+        with Leaderboard(db).connect():
+            pass
+
+
 def test_an_unbuilt_demo_donor_says_how_to_build_it(isolated_home):
     from harness.assets import resolve_model
 

@@ -370,12 +370,15 @@ class Leaderboard:
                 return duckdb.connect(str(self.path), read_only=read_only)
             except duckdb.IOException as err:
                 first = str(err).splitlines()[0]
-                if "not a valid DuckDB database file" in first:
+                being_created = self._being_created(first)
+                if "not a valid DuckDB database file" in first and (
+                    not being_created or time.monotonic() + delay > deadline
+                ):
                     raise HarnessError(
                         f"{self.path} is not a DuckDB database file",
                         "pass a leaderboard .duckdb file or a new path with --db",
                     ) from None
-                if not _is_lock_conflict(err):
+                if not (_is_lock_conflict(err) or being_created):
                     raise StoreUnavailable(f"cannot open {self.path}: {first}") from None
                 if time.monotonic() + delay > deadline:
                     raise StoreUnavailable(
@@ -384,6 +387,19 @@ class Leaderboard:
                     ) from None
                 time.sleep(delay)
                 delay = min(delay * 2, 1.0)
+
+    def _being_created(self, error: str) -> bool:
+        """Whether another process is creating the file right now: DuckDB creates it empty,
+        then writes its headers (three 4 KiB blocks) one by one, and a connection in between
+        reads an empty file ("not a valid DuckDB database file") or a short one. That is worth
+        waiting for, as a lock is; a file with other content is not a database."""
+        try:
+            size = self.path.stat().st_size
+        except OSError:
+            return False
+        if "not a valid DuckDB database file" in error:
+            return size == 0
+        return "Could not read enough bytes" in error and size < 3 * 4096
 
     # -- writes ---------------------------------------------------------------------
 
