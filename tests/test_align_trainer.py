@@ -128,9 +128,9 @@ def test_precomputed_reference_is_the_starting_model(tiny_models, monkeypatch):
 
 def test_reference_reload_is_refused(tiny_models):
     """The guard: if TRL ever reaches its reload path, alignment fails loudly."""
-    from harness.align.trainer import _no_reference_reload
+    from harness.align.trl_compat import no_reference_reload
 
-    with _no_reference_reload(), pytest.raises(AlignmentError, match="re-load the DPO reference"):
+    with no_reference_reload(), pytest.raises(AlignmentError, match="re-load the DPO reference"):
         trl.trainer.dpo_trainer.create_model_from_path("/nonexistent")
 
 

@@ -31,6 +31,7 @@ from transformers import PrinterCallback, TrainerCallback
 
 from harness.align.config import AlignConfig
 from harness.align.data import LoadedSource, checked_sources, reward_accuracy
+from harness.align.trl_compat import labelled_positions_only, no_reference_reload, strip_trl_patches
 from harness.errors import HarnessError
 
 if TYPE_CHECKING:
@@ -282,7 +283,7 @@ def dpo_step(
     start = time.perf_counter()
     target = _device(device)
     use_cuda = target.startswith("cuda")
-    _strip_trl_patches(policy)
+    strip_trl_patches(policy)
     use_cache = getattr(policy.config, "use_cache", None)
     tok = copy.deepcopy(tokenizer)  # TRL sets pad_token; keep the caller's tokenizer untouched
     if tok.pad_token is None:
@@ -328,7 +329,13 @@ def dpo_step(
         )
         trainer = None
         try:
-            with _no_reference_reload(), _quiet_datasets(), warnings.catch_warnings():
+            # Both: TRL may score the reference (precompute_ref_log_probs) while it is built.
+            with (
+                no_reference_reload(),
+                labelled_positions_only(),
+                _quiet_datasets(),
+                warnings.catch_warnings(),
+            ):
                 # TRL 1.16 reads the renamed transformers 5 attribute itself; not actionable here.
                 warnings.filterwarnings(
                     "ignore", message=".*is_gradient_checkpointing", category=FutureWarning
@@ -349,7 +356,7 @@ def dpo_step(
                     f"align step {step} ({chunk.name}): every prompt is longer than "
                     f"max_length={config.max_length}; raise max_length"
                 )
-            with warnings.catch_warnings():
+            with labelled_positions_only(), warnings.catch_warnings():
                 warnings.filterwarnings(
                     "ignore", message=".*is_gradient_checkpointing", category=FutureWarning
                 )
@@ -375,7 +382,7 @@ def dpo_step(
             if use_cuda:
                 torch.cuda.empty_cache()
 
-    _strip_trl_patches(model)
+    strip_trl_patches(model)
     if use_cache is not None:
         model.config.use_cache = use_cache
     model.eval()
@@ -393,7 +400,7 @@ def dpo_step(
 
 def frozen_copy(model: Any) -> Any:
     """An independent, frozen, eval-mode copy (the DPO reference held in memory)."""
-    _strip_trl_patches(model)
+    strip_trl_patches(model)
     ref = copy.deepcopy(model)
     ref.eval()
     ref.requires_grad_(False)
@@ -480,45 +487,6 @@ def _check_tokenizer(tokenizer: Any, sources: list[LoadedSource]) -> None:
             "align: the data sources mix conversational and standard (string) formats",
             "convert them to one format",
         )
-
-
-def _strip_trl_patches(model: Any) -> None:
-    """Undo what a DPOTrainer leaves on a model it trained.
-
-    TRL's fused LM head is an instance-level ``forward`` whose closure holds the *original*
-    model's bound forward: a deepcopy would keep calling the source model. Gradient
-    checkpointing is a training setting, not part of the model.
-    """
-    model.__dict__.pop("forward", None)
-    # transformers 5 renamed gradient checkpointing to activation checkpointing.
-    if hasattr(type(model), "is_activation_checkpointing"):
-        if model.is_activation_checkpointing:
-            model.activation_checkpointing_disable()
-    elif getattr(model, "is_gradient_checkpointing", False):
-        model.gradient_checkpointing_disable()
-
-
-@contextlib.contextmanager
-def _no_reference_reload() -> Iterator[None]:
-    """Make TRL's ``ref_model=None`` fallback (a reload from ``_name_or_path``) an error."""
-    import trl.trainer.dpo_trainer as dpo_module
-
-    original = getattr(dpo_module, "create_model_from_path", None)
-    if original is None:  # a TRL without this hook: nothing to guard
-        yield
-        return
-
-    def refuse(path: Any, *args: Any, **kwargs: Any) -> Any:
-        raise AlignmentError(
-            f"TRL tried to re-load the DPO reference from {path!r}; the reference must be the "
-            "in-memory starting model (this is a harness bug)"
-        )
-
-    dpo_module.create_model_from_path = refuse
-    try:
-        yield
-    finally:
-        dpo_module.create_model_from_path = original
 
 
 class _Progress(TrainerCallback):
