@@ -211,3 +211,36 @@ def test_demo_sets_never_read_scored_benchmarks():
     scored = ("ai2_arc", "hellaswag", "mmlu")
     for spec in align_data.DEMO_SETS.values():
         assert not any(s in spec.dataset_dir for s in scored)
+
+
+def test_completion_logps_equal_per_row_scoring_and_skip_prompt_logits(tiny_models):
+    """Batched, left-padded, LM head on the completion positions only = one row at a time, in full."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_models["base"])
+    tok = AutoTokenizer.from_pretrained(tiny_models["base"])
+    rows = [
+        {"prompt": "Question: what is the capital of France, in a few words?\nAnswer:", "chosen": " Paris"},
+        {"prompt": "Q: 2+2?", "chosen": " four, and that is a long and careful answer"},
+        {"prompt": "Which gas do plants take in?", "chosen": ""},
+        {"prompt": "x", "chosen": " y z"},
+    ]
+    head_positions: list[int] = []
+    hook = model.get_output_embeddings().register_forward_hook(
+        lambda module, args, output: head_positions.append(args[0].shape[1])
+    )
+    got = align_data.completion_logps(model, tok, rows, "chosen", batch_size=4)
+    hook.remove()
+
+    expected = []
+    for row in rows:
+        prompt, completion = align_data.tokenize_pair(tok, row["prompt"], row["chosen"])
+        ids = torch.tensor([prompt + completion])
+        with torch.no_grad():
+            logp = torch.log_softmax(model(input_ids=ids).logits[0, :-1].float(), dim=-1)
+        picked = logp.gather(-1, ids[0, 1:].unsqueeze(-1)).squeeze(-1)
+        expected.append(float(picked[len(prompt) - 1 :].sum()))
+    assert got == pytest.approx(expected, abs=1e-4)
+    longest_completion = max(len(align_data.tokenize_pair(tok, r["prompt"], r["chosen"])[1]) for r in rows)
+    assert head_positions == [longest_completion + 1]

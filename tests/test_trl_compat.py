@@ -16,7 +16,9 @@ def test_trl_still_has_the_internals_the_harness_patches():
     import trl.trainer.dpo_trainer as dpo_module
 
     assert callable(getattr(trl_utils, "_use_triton", None)), "trl.trainer.utils._use_triton moved"
-    assert callable(getattr(trl_utils, "add_fused_lm_head", None)), "trl.trainer.utils.add_fused_lm_head moved"
+    assert callable(getattr(trl_utils, "add_fused_lm_head", None)), (
+        "trl.trainer.utils.add_fused_lm_head moved"
+    )
     assert hasattr(trl_utils, "_ChunkedLogProbFunction"), "TRL's chunked log-prob kernel moved"
     assert callable(getattr(dpo_module, "create_model_from_path", None)), "TRL's reference reload moved"
 

@@ -596,12 +596,21 @@ def completion_logps(
     max_length: int | None = None,
     batch_size: int = 8,
 ) -> list[float]:
-    """Summed log-probability of ``row[column]`` given ``row["prompt"]``, per row."""
+    """Summed log-probability of ``row[column]`` given ``row["prompt"]``, per row.
+
+    Rows are left-padded (positions counted from each row's first real token), so every
+    completion ends at the right edge and the LM head runs only on the last positions of the
+    batch (``logits_to_keep``): over a 49k-word vocabulary, the logits of the prompt positions
+    were most of the work, and all thrown away.
+    """
+    import inspect
+
     import torch
 
     device = next(model.parameters()).device
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     encoded = [tokenize_pair(tokenizer, r["prompt"], r[column], max_length) for r in rows]
+    keeps_logits = "logits_to_keep" in inspect.signature(model.forward).parameters
     out: list[float] = []
     was_training = model.training
     model.eval()
@@ -609,19 +618,29 @@ def completion_logps(
         for start in range(0, len(encoded), batch_size):
             batch = encoded[start : start + batch_size]
             width = max(len(p) + len(c) for p, c in batch)
+            # The completion positions, right-aligned; the first token of a row has no predictor.
+            tail = min(max(1, max(len(c) for _, c in batch)), width - 1)
             ids = torch.full((len(batch), width), pad, dtype=torch.long)
             mask = torch.zeros((len(batch), width), dtype=torch.long)
             target = torch.zeros((len(batch), width), dtype=torch.bool)
             for i, (p, c) in enumerate(batch):
                 seq = p + c
-                ids[i, : len(seq)] = torch.tensor(seq)
-                mask[i, : len(seq)] = 1
-                target[i, len(p) : len(seq)] = True
+                ids[i, width - len(seq) :] = torch.tensor(seq)
+                mask[i, width - len(seq) :] = 1
+                target[i, width - len(c) :] = True
+            positions = (mask.cumsum(dim=1) - 1).clamp(min=0)
+            extra = {"logits_to_keep": tail + 1} if keeps_logits else {}
             with torch.no_grad():
-                logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits
-            logp = torch.log_softmax(logits[:, :-1].float(), dim=-1)
-            tok = logp.gather(-1, ids[:, 1:].to(device).unsqueeze(-1)).squeeze(-1)
-            sums = (tok * target[:, 1:].to(device)).sum(dim=1)
+                logits = model(
+                    input_ids=ids.to(device),
+                    attention_mask=mask.to(device),
+                    position_ids=positions.to(device),
+                    **extra,
+                ).logits
+            # logits[:, -(tail + 1) + j] predicts token width - tail + j.
+            logp = torch.log_softmax(logits[:, -(tail + 1) : -1].float(), dim=-1)
+            tok = logp.gather(-1, ids[:, width - tail :].to(device).unsqueeze(-1)).squeeze(-1)
+            sums = (tok * target[:, width - tail :].to(device)).sum(dim=1)
             out.extend(float(v) for v in sums.cpu())
     finally:
         model.train(was_training)
