@@ -224,6 +224,10 @@ def lock_wait() -> float:
         return DEFAULT_LOCK_WAIT
 
 
+# DuckDB's message for a file without its header: another format, or one still being created.
+_NOT_DUCKDB = "not a valid DuckDB database file"
+
+
 def _is_lock_conflict(err: Exception) -> bool:
     text = str(err)
     return "Could not set lock" in text or "Conflicting lock" in text
@@ -371,9 +375,7 @@ class Leaderboard:
             except duckdb.IOException as err:
                 first = str(err).splitlines()[0]
                 being_created = self._being_created(first)
-                if "not a valid DuckDB database file" in first and (
-                    not being_created or time.monotonic() + delay > deadline
-                ):
+                if _NOT_DUCKDB in first and (not being_created or time.monotonic() + delay > deadline):
                     raise HarnessError(
                         f"{self.path} is not a DuckDB database file",
                         "pass a leaderboard .duckdb file or a new path with --db",
@@ -397,7 +399,7 @@ class Leaderboard:
             size = self.path.stat().st_size
         except OSError:
             return False
-        if "not a valid DuckDB database file" in error:
+        if _NOT_DUCKDB in error:
             return size == 0
         return "Could not read enough bytes" in error and size < 3 * 4096
 
