@@ -57,7 +57,7 @@ search: install
 	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(BIN)/harness search --budget $(BUDGET)
 
 # Benchmarks, not tests: side-by-side timings on this machine (bench/README.md). Needs the
-# demo assets and donors; takes about 75 minutes on 2 CPU cores (scoring ~25, pipeline ~35, align ~5, flops ~2).
+# demo assets and donors; takes about 75 minutes on 2 CPU cores (scoring ~25, pipeline ~35, align ~5, flops ~1.5; estimated from the parts).
 bench: install
 	$(BIN)/harness assets --donors
 	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 PYTHONWARNINGS=ignore $(BIN)/python -m bench.scoring $(BENCH_ARGS)
