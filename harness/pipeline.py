@@ -43,7 +43,9 @@ class Scorer:
         self.scoring = scoring
         self.board = board
         self.progress = progress
-        self.plan = plan_evaluation(list(scoring.suites), data_dir=scoring.data_dir)
+        self.plan = plan_evaluation(
+            list(scoring.suites), data_dir=scoring.data_dir, divided=scoring.split is not None
+        )
         self._order: QuestionOrder | None = None
 
     @property
@@ -52,7 +54,7 @@ class Scorer:
 
     @property
     def split_rule(self) -> str | None:
-        return self.scoring.split.describe() if self.scoring.split else None
+        return self.scoring.split.describe(self.plan.search_splits()) if self.scoring.split else None
 
     @property
     def order(self) -> QuestionOrder:
@@ -61,7 +63,9 @@ class Scorer:
             if self.scoring.split is None:
                 raise ValueError("this scoring has no search / held-out split")
             include = str(self.plan.include_dir) if self.plan.include_dir else None
-            self._order = question_order(include, self.plan.leaves(), self.scoring.split)
+            self._order = question_order(
+                include, self.plan.leaves(), self.scoring.split, self.plan.search_splits()
+            )
         return self._order
 
     def count(self, partition: Partition) -> int | None:

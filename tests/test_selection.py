@@ -9,12 +9,15 @@ import optuna
 import pytest
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from harness.errors import HarnessError
 from harness.evaluate import evaluate_model, plan_evaluation
 from harness.evaluate.fast_lm import SharedPrefixHFLM
-from harness.evaluate.lm_eval_compat import samples_argument
+from harness.evaluate.lm_eval_compat import samples_argument, task_doc_hashes
 from harness.evaluate.questions import QuestionOrder, SplitRule, question_order
+from harness.evaluate.suites import Part, Suite
+from harness.evaluate.tasks import run_task_manager
 from harness.record import Leaderboard
-from tests.fixtures.evaluate_data import build_data_dir
+from tests.fixtures.evaluate_data import MMLU_SUBJECTS, build_data_dir
 from tests.test_search import db_rows, run, write_space
 
 pytestmark = pytest.mark.usefixtures("eval_env")  # the module's private evaluation env (conftest)
@@ -23,6 +26,12 @@ pytestmark = pytest.mark.usefixtures("eval_env")  # the module's private evaluat
 @pytest.fixture(scope="module")
 def data(tmp_path_factory) -> Path:
     return build_data_dir(tmp_path_factory.mktemp("eval_data"), parts=("arc", "mmlu"))
+
+
+@pytest.fixture(scope="module")
+def official_data(tmp_path_factory) -> Path:
+    """MMLU with its validation split too: a study searches on it and holds out all of test."""
+    return build_data_dir(tmp_path_factory.mktemp("official_data"), parts=("arc", "mmlu", "mmlu_validation"))
 
 
 # --------------------------------------------------------------------------- the division
@@ -100,6 +109,109 @@ def test_chosen_questions_are_the_scored_ones_with_lm_evals_hash(tiny, data, tmp
     for sample in rung.samples:
         assert sample.doc_hash == order.tasks[sample.task].hashes[sample.doc_id]
         assert sample.partition == "search"
+
+
+# --------------------------------------------------------------------------- official splits
+
+
+def test_an_official_search_split_is_searched_and_every_scored_question_held_out(tiny, official_data):
+    """MMLU's validation split is the search part and its whole test split the held-out part,
+    with lm-eval's own doc ids and the same numbers as an undivided run (appending the search
+    documents changes nothing about how a held-out question is asked). ARC, whose only local
+    split is the scored one, is divided by the seeded hash."""
+    model, tokenizer = tiny
+    suites = ["arc_challenge", "mmlu"]
+    plan = plan_evaluation(suites, data_dir=official_data, divided=True)
+    splits = plan.search_splits()
+    assert splits == {f"mmlu_{subject}": "validation" for subject in MMLU_SUBJECTS}
+    order = question_order(str(plan.include_dir), plan.leaves(), SplitRule(), splits)
+    plain = plan_evaluation(suites, data_dir=official_data)
+    assert plain.search_splits() == {}
+    plain_hashes, _ = task_doc_hashes(plain.leaves(), run_task_manager(str(plain.include_dir)))
+    for task, split in splits.items():
+        tested = plain_hashes[task]
+        divided = order.tasks[task]
+        assert divided.search_split == split and divided.hashes[: len(tested)] == tuple(tested)
+        assert sorted(divided.heldout) == list(range(len(tested)))  # every test question
+        assert sorted(divided.search) == list(range(len(tested), len(tested) + 3))  # 3 validation ones
+        assert not set(divided.hashes[len(tested) :]) & set(tested)
+    arc = order.tasks["arc_challenge"]
+    assert arc.search_split is None and arc.search and arc.heldout
+
+    kw = {"data_dir": official_data, "progress": False}
+    search = evaluate_model(
+        model, tokenizer, suites, questions=order.choose("search", None), partition="search", plan=plan, **kw
+    )
+    assert {s.split for s in search.samples if s.task.startswith("mmlu")} == {"validation"}
+    assert {(s.task, s.doc_id) for s in search.samples if s.task in splits} == {
+        (t, i) for t in splits for i in order.tasks[t].search
+    }
+    heldout_ids = order.choose("heldout", None)
+    heldout = evaluate_model(
+        model, tokenizer, suites, questions=heldout_ids, partition="heldout", plan=plan, **kw
+    )
+    undivided = evaluate_model(
+        model, tokenizer, suites, questions=heldout_ids, partition="heldout", plan=plain, **kw
+    )
+    assert {s.split for s in heldout.samples if s.task.startswith("mmlu")} == {"test"}
+    assert heldout.samples == undivided.samples and heldout.scores == undivided.scores
+    assert heldout.summary == undivided.summary
+
+
+def _suite(task: str, search_split: str | None) -> Suite:
+    return Suite(f"s_{search_split}", "one part", (Part(task, 0, "acc", {task: "lm_eval"}, search_split),))
+
+
+def test_a_search_split_that_cannot_divide_is_bad_input(official_data):
+    with pytest.raises(HarnessError, match="search_split train cannot divide arc_challenge: its local copy"):
+        plan_evaluation([_suite("arc_challenge", "train")], data_dir=official_data, divided=True)
+    with pytest.raises(HarnessError, match="validation is the split it is scored on"):
+        plan_evaluation([_suite("arc_challenge", "validation")], data_dir=official_data, divided=True)
+    with pytest.raises(HarnessError, match="the same search_split"):
+        plan_evaluation(
+            [_suite("mmlu_anatomy", "hash"), _suite("mmlu_anatomy", None)],
+            data_dir=official_data,
+            divided=True,
+        )
+    # "hash" keeps a task with an official split hashed; an undivided plan ignores the setting.
+    assert (
+        plan_evaluation(
+            [_suite("mmlu_anatomy", "hash")], data_dir=official_data, divided=True
+        ).search_splits()
+        == {}
+    )
+    assert plan_evaluation([_suite("arc_challenge", "train")], data_dir=official_data).search_splits() == {}
+
+
+def test_a_study_searches_on_the_official_split_and_ranks_on_the_scored_one(
+    tmp_path, tiny_models, official_data
+):
+    """A space suite part with the dataset's default: the objective sees MMLU validation
+    questions only, the board ranks test questions, every row names its split, and the
+    records say how the study divided its questions."""
+    suite = {
+        "name": "proxy",
+        "parts": [{"task": "mmlu_anatomy", "num_fewshot": 0, "metric": "acc", "key": "anatomy"}],
+    }
+    space = write_space(
+        tmp_path,
+        tiny_models,
+        official_data,
+        suites=[suite],
+        objective={"maximize": {"anatomy": 1.0}},
+        references=["$base"],
+    )
+    runner, outcome = run(space, tmp_path, 2, confirm_top=1)
+    assert outcome.confirmed >= 1
+    splits = db_rows(
+        tmp_path, "SELECT partition, split, count(DISTINCT doc_id) FROM samples GROUP BY ALL ORDER BY 1"
+    )
+    assert splits == [("heldout", "test", 4), ("search", "validation", 3)]  # heldout_limit 4 of 5
+    rules = {r for (r,) in db_rows(tmp_path, "SELECT DISTINCT split_rule FROM trials")}
+    assert rules == {
+        "official search split (validation for mmlu_anatomy), every scored question held out; "
+        "elsewhere seeded hash split: 50% search / 50% held-out (seed 0)"
+    }
 
 
 # --------------------------------------------------------------------------- in a search
@@ -211,6 +323,10 @@ def test_a_resumed_study_keeps_the_question_order(tmp_path, tiny_models, data):
         "SELECT trial_id, list(doc_hash ORDER BY doc_hash) FROM samples WHERE partition = 'search' GROUP BY ALL",
     )
     assert len(sets) == 3 and len({tuple(s) for _, s in sets}) == 1
+    # Another division (here a new seed) would pair trials on different questions: refused.
+    reseeded = write_space(tmp_path, tiny_models, data, selection={"confirm_top": 0, "seed": 1})
+    with pytest.raises(HarnessError, match="divided its questions as"):
+        run(reseeded, tmp_path, 1)
 
 
 # --------------------------------------------------------------------------- the board's view

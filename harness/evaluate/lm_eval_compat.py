@@ -140,12 +140,24 @@ def leaf_tasks(task_dict: Mapping[Any, Any]) -> dict[str, Any]:
     return leaves
 
 
-def task_doc_hashes(names: Sequence[str], task_manager: Any) -> dict[str, list[str]]:
-    """Leaf task name -> the hash of each document it scores, in lm-eval's doc order (doc_id)."""
+def task_doc_hashes(
+    names: Sequence[str], task_manager: Any, appended: Mapping[str, str] | None = None
+) -> tuple[dict[str, list[str]], dict[str, int]]:
+    """Leaf task name -> the hash of each document it scores, in lm-eval's doc order (doc_id);
+    and, for the tasks in ``appended`` (task -> a split joined after the evaluated one), how
+    many of those documents come from the appended split (the last ones)."""
     from lm_eval.tasks import get_task_dict
 
     tasks = leaf_tasks(get_task_dict(list(names), task_manager))
-    return {name: [doc_hash(doc) for doc in task.eval_docs] for name, task in tasks.items()}
+    hashes = {name: [doc_hash(doc) for doc in task.eval_docs] for name, task in tasks.items()}
+    tails: dict[str, int] = {}
+    for name, split in (appended or {}).items():
+        if name in tasks:
+            task = tasks[name]
+            docs = task.dataset[split]
+            process = task.config.process_docs
+            tails[name] = len(process(docs) if process is not None else docs)
+    return hashes, tails
 
 
 def samples_argument(questions: Mapping[str, Sequence[int]]) -> dict[str, list[int]]:

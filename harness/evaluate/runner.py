@@ -20,12 +20,15 @@ from harness.evaluate.tasks import EvalPlan, Node, Target, build_plan, run_task_
 _NON_METRIC_KEYS = {"alias", "name", "sample_len", "sample_count"}
 
 
-def plan_evaluation(suites: Sequence[SuiteRef], *, data_dir: Path | None = None) -> EvalPlan:
+def plan_evaluation(
+    suites: Sequence[SuiteRef], *, data_dir: Path | None = None, divided: bool = False
+) -> EvalPlan:
     """Validate suites and resolve every task's data; writes the generated YAML folder.
 
     Cheap (no model): bad suite names and bad local data fail here, before any heavy work.
+    ``divided``: for a study's search / held-out division (official search splits joined in).
     """
-    return build_plan(resolve_suites(suites), data_roots(data_dir))
+    return build_plan(resolve_suites(suites), data_roots(data_dir), divided=divided)
 
 
 def evaluate_model(
@@ -66,6 +69,9 @@ def evaluate_model(
     started = time.perf_counter()
     if questions is not None and limit is not None:
         raise ValueError("give limit or questions, not both")
+    if plan is not None and plan.divided and questions is None:
+        # Its tasks hold search documents after the evaluated ones: only chosen ids are meaningful.
+        raise ValueError("a plan divided for a study scores chosen questions only")
     plan = plan if plan is not None else plan_evaluation(suites, data_dir=data_dir)
     if plan.runs:
         task_manager = run_task_manager(str(plan.include_dir) if plan.include_dir else None)
@@ -138,6 +144,8 @@ _EXPECTED_LM_EVAL_WARNINGS = (
     "model kwarg is not of type `str`",
     "Passed an already-initialized model",
     "Overwriting default num_fewshot",
+    # A divided task's documents come from harness.evaluate.datasources.joined_splits:
+    "Custom kwargs can be passed to `--metadata`",
 )
 
 
@@ -147,7 +155,7 @@ class _DropExpected(logging.Filter):
         return not any(text in message for text in _EXPECTED_LM_EVAL_WARNINGS)
 
 
-for _name in ("lm_eval.models.huggingface", "lm_eval.evaluator"):
+for _name in ("lm_eval.models.huggingface", "lm_eval.evaluator", "lm_eval.api.task"):
     logging.getLogger(_name).addFilter(_DropExpected())
 
 
@@ -215,6 +223,8 @@ def collect_samples(
         for task, logged in (out.get("samples") or {}).items():
             node = nodes.get(task)
             split = node.eval_split if node is not None else None
+            if node is not None and node.search_split is not None and partition == "search":
+                split = node.search_split  # the documents appended after the evaluated split
             shots = n_shot.get(task, run_shots)
             for doc in logged:
                 filt = doc.get("filter", "none")

@@ -41,6 +41,11 @@ class Part:
     metric: str | None = None  # headline metric; None: the task's first metric
     # Summary key -> how it is computed from this part's results.
     headlines: Mapping[str, Average] = field(default_factory=dict)
+    # Where a study's search part comes from (see harness.evaluate.questions): None, the
+    # dataset's official search split when the data has one (MMLU validation, KMMLU train,
+    # ARC validation), else a seeded hash of the evaluated split; "hash": always the hash;
+    # a split name: that split (an error where it cannot be used).
+    search_split: str | None = None
 
 
 @dataclass(frozen=True)

@@ -39,8 +39,11 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import yaml
 
+from harness.errors import HarnessError
 from harness.evaluate.datasources import (
     FAMILIES,
+    JOIN_MODULE,
+    JOIN_MODULE_TEXT,
     LocalData,
     Origin,
     check_columns,
@@ -140,8 +143,10 @@ def resolve_source(
     cfg: dict[str, Any],
     roots: list[tuple[Origin, Path]],
     num_fewshot: int | None,
+    extra_splits: Sequence[str] = (),
 ) -> Source:
-    """User data dir -> demo datasets -> hub; "none" when nothing can serve the task."""
+    """User data dir -> demo datasets -> hub; "none" when nothing can serve the task.
+    ``extra_splits`` are collected from a local copy too when it has them (a study's search split)."""
     path = cfg.get("dataset_path")
     family = FAMILIES.get(path or "")
     if family is None:
@@ -160,7 +165,7 @@ def resolve_source(
     fewshot_official = _official_fewshot_split(cfg)
     eval_candidates = [eval_official, *family.substitutes.get(eval_official or "", ())]
     split_keys = ("test_split", "validation_split", "training_split", "fewshot_split")
-    wanted = [cfg.get(k) for k in split_keys if cfg.get(k)] + eval_candidates
+    wanted = [cfg.get(k) for k in split_keys if cfg.get(k)] + eval_candidates + list(extra_splits)
     local = find_local(family, name, [w for w in wanted if w], eval_candidates, roots)
     if local is None:
         if hub_offline():
@@ -216,6 +221,9 @@ class Node:
     yaml_path: Path | None = None
     children: list[Node] = field(default_factory=list)
     source: Source | None = None  # leaves only
+    # Leaves of a divided plan: the official split whose documents are appended to the
+    # evaluated split's as the study's search part (None: the seeded hash divides).
+    search_split: str | None = None
 
     def leaves(self) -> list[Node]:
         if self.kind == "task":
@@ -236,9 +244,14 @@ class Node:
         return all(leaf.source is not None and leaf.source.kind != "none" for leaf in self.leaves())
 
     @property
+    def effective_cfg(self) -> dict[str, Any]:
+        """The leaf's lm-eval config after local-data overrides."""
+        return {**self.cfg, **(self.source.overrides if self.source else {})}
+
+    @property
     def eval_split(self) -> str | None:
         """The split a leaf's documents are scored from, after local-data overrides."""
-        cfg = {**self.cfg, **(self.source.overrides if self.source else {})}
+        cfg = self.effective_cfg
         return cfg.get("test_split") or cfg.get("validation_split")
 
     def metrics(self) -> list[str]:
@@ -352,6 +365,16 @@ class EvalPlan:
     targets: dict[tuple[str, int | None], Target]
     runs: list[Run]
     include_dir: Path | None
+    divided: bool = False  # planned for a study's search / held-out division
+
+    def search_splits(self) -> dict[str, str]:
+        """Leaf -> the official split its search part comes from (leaves not listed: hash)."""
+        return {
+            leaf.name: leaf.search_split
+            for target in self.targets.values()
+            for leaf in target.node.leaves()
+            if leaf.search_split is not None
+        }
 
     def part_target(self, part: Part) -> Target:
         return self.targets[(part.task, part.num_fewshot)]
@@ -381,15 +404,30 @@ class EvalPlan:
         return args
 
 
-def build_plan(suites: Sequence[Suite], roots: list[tuple[Origin, Path]]) -> EvalPlan:
-    """Expand suites, resolve every leaf's data (HarnessError on bad local data), write YAML."""
+def build_plan(
+    suites: Sequence[Suite], roots: list[tuple[Origin, Path]], *, divided: bool = False
+) -> EvalPlan:
+    """Expand suites, resolve every leaf's data (HarnessError on bad local data), write YAML.
+
+    ``divided``: the plan of a study with a search / held-out division. A leaf whose dataset
+    has an official search split (``Part.search_split``) then scores that split's documents
+    after its evaluated split's, so both parts are one lm-eval task (see ``joined_splits``).
+    """
     index = default_task_index()
     targets: dict[tuple[str, int | None], Target] = {}
+    requested: dict[str, str | None] = {}  # leaf -> the search_split its parts ask for
     for suite in suites:
         for part in suite.parts:
             key = (part.task, part.num_fewshot)
             if key not in targets:
                 targets[key] = Target(expand(part.task, index), part.num_fewshot, suite.name)
+            for leaf in targets[key].node.leaves():
+                if requested.setdefault(leaf.name, part.search_split) != part.search_split:
+                    raise HarnessError(
+                        f"{leaf.name} is asked for with search_split {requested[leaf.name]} and "
+                        f"{part.search_split} in the same study",
+                        "give every suite part that scores it the same search_split",
+                    )
     # One resolution per leaf name: the data does not depend on the few-shot count, the
     # notes only mention few-shot sources when some run uses shots.
     max_shots: dict[str, int | None] = {}
@@ -406,10 +444,56 @@ def build_plan(suites: Sequence[Suite], roots: list[tuple[Origin, Path]]) -> Eva
                 # files: it gets the hub or "no data", never a local copy it would not read.
                 usable = roots if leaf.yaml_path is not None else []
                 shots = max_shots[leaf.name]
-                resolved[leaf.name] = resolve_source(leaf.name, leaf.cfg, usable, shots)
+                wanted = _wanted_search_split(leaf, requested[leaf.name]) if divided else None
+                extra = [wanted] if wanted else []
+                resolved[leaf.name] = resolve_source(leaf.name, leaf.cfg, usable, shots, extra)
             leaf.source = resolved[leaf.name]
+            if divided:
+                leaf.search_split = _search_split(leaf, requested[leaf.name], max_shots[leaf.name])
     include_dir = write_include_dir(_yaml_files(targets.values()))
-    return EvalPlan(list(suites), targets, _schedule(list(targets.values())), include_dir)
+    return EvalPlan(list(suites), targets, _schedule(list(targets.values())), include_dir, divided)
+
+
+def _wanted_search_split(leaf: Node, requested: str | None) -> str | None:
+    if requested == "hash":
+        return None
+    family = FAMILIES.get(leaf.cfg.get("dataset_path") or "")
+    return requested or (family.search_split if family else None)
+
+
+def _search_split(leaf: Node, requested: str | None, shots: int | None) -> str | None:
+    """The official split a divided leaf's search part comes from, or None (the seeded hash).
+
+    Only a split disjoint from both the evaluated documents and the few-shot examples will
+    do, and appending it must not change what the held-out questions are asked with: so not
+    where the few-shot examples are drawn from the evaluated split itself. A split the suite
+    asked for by name that cannot be used is bad input; the dataset's default falls back.
+    """
+    split = _wanted_search_split(leaf, requested)
+    source = leaf.source
+    if split is None or source is None or source.kind == "none":
+        return None
+    cfg = leaf.effective_cfg
+    evaluated = leaf.eval_split
+    fewshot = _official_fewshot_split(cfg)
+    used_shots = shots if shots is not None else int(cfg.get("num_fewshot") or 0)
+    problem = None
+    if source.kind == "configured":
+        problem = "its data is configured by its own lm-eval YAML"
+    elif source.local is not None and split not in source.local.files:
+        problem = f"its local copy ({source.data_source}) has no {split} split"
+    elif split == evaluated:
+        problem = f"{split} is the split it is scored on"
+    elif used_shots > 0 and fewshot in (evaluated, split):
+        problem = f"its few-shot examples come from the {fewshot} split"
+    if problem is None:
+        return split
+    if requested is not None:
+        raise HarnessError(
+            f"search_split {split} cannot divide {leaf.name}: {problem}",
+            "name another split, or set search_split: hash to divide the scored split by a seeded hash",
+        )
+    return None
 
 
 def _schedule(targets: list[Target]) -> list[Run]:
@@ -450,7 +534,9 @@ def _yaml_files(targets: Sequence[Target] | Any) -> dict[str, str]:
         for node in target.node.walk():
             if node.name in files or node.yaml_path is None:
                 continue
-            if node.kind == "task" and node.source is not None and node.source.kind == "local":
+            if node.kind == "task" and node.search_split is not None and node.source is not None:
+                files[node.name] = _joined_task(node, node.source)
+            elif node.kind == "task" and node.source is not None and node.source.kind == "local":
                 files[node.name] = {
                     "include": str(node.yaml_path),
                     "task": node.name,
@@ -463,10 +549,40 @@ def _yaml_files(targets: Sequence[Target] | Any) -> dict[str, str]:
                     "group": node.name,
                     "task": _members_with_data(node),
                 }
-    return {
+    texts = {
         f"{name}.yaml": _HEADERS["group" if "group" in body else "task"]
         + yaml.safe_dump(body, sort_keys=False, allow_unicode=True)
+        # safe_dump cannot write lm-eval's !function tag: the one line is added as text.
+        + (
+            f"custom_dataset: !function {JOIN_MODULE}.joined_splits\n"
+            if _JOIN_KEY in body.get("dataset_kwargs", {})
+            else ""
+        )
         for name, body in sorted(files.items())
+    }
+    if any(text.endswith("joined_splits\n") for text in texts.values()):
+        texts[f"{JOIN_MODULE}.py"] = JOIN_MODULE_TEXT
+    return texts
+
+
+_JOIN_KEY = "harness_join"
+
+
+def _joined_task(node: Node, source: Source) -> dict[str, Any]:
+    """A divided leaf's YAML: lm-eval's task, loaded by ``joined_splits`` with its search
+    split's documents after the evaluated split's (local files or the hub alike)."""
+    cfg = node.effective_cfg
+    load: dict[str, Any] = {"path": cfg.get("dataset_path")}
+    if cfg.get("dataset_name"):
+        load["name"] = cfg["dataset_name"]
+    load.update(cfg.get("dataset_kwargs") or {})
+    overrides = {k: v for k, v in source.overrides.items() if not k.startswith("dataset_")}
+    return {
+        "include": str(node.yaml_path),
+        "task": node.name,
+        "tag": None,
+        **overrides,
+        "dataset_kwargs": {"harness_load": load, _JOIN_KEY: [node.eval_split, node.search_split]},
     }
 
 

@@ -50,6 +50,7 @@ from harness.search.workers import is_alive, is_local, recipe_claim, worker_iden
 INTERRUPTED = "interrupted"
 WORKER = "worker"  # user attr: host, pid and start time of the process running the trial
 LEADERBOARD_ID = "leaderboard_id"  # user attr: the trial's row id, fixed when it starts
+SPLIT_RULE = "split_rule"  # study user attr: how its questions are divided (fixed at creation)
 
 
 @dataclass
@@ -164,7 +165,7 @@ class SearchRunner:
 
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         try:
-            return optuna.create_study(
+            study = optuna.create_study(
                 study_name=self.study_name,
                 storage=self.storage,
                 sampler=sampler,
@@ -177,6 +178,19 @@ class SearchRunner:
                 f"study {self.study_name!r} cannot be resumed: {err}",
                 "use another --study name or the original space file",
             ) from None
+        # A study's trials are paired on its questions: resuming it with another division (a
+        # changed selection seed or search_split) would compare trials on different questions.
+        rule = self.scorer.split_rule or "no split"
+        stored = study.user_attrs.get(SPLIT_RULE)
+        if stored is None:
+            study.set_user_attr(SPLIT_RULE, rule)
+        elif stored != rule:
+            raise HarnessError(
+                f"study {self.study_name!r} divided its questions as {stored!r}; this space divides "
+                f"them as {rule!r}",
+                "use another --study name, or the study's original selection and search_split settings",
+            )
+        return study
 
     def finished_trials(self) -> list[Any]:
         from optuna.trial import TrialState

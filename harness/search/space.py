@@ -113,6 +113,14 @@ class PartSpec(BaseModel):
     metric: str | None = None
     key: str | None = Field(default=None, description="Summary key (default: the task name).")
     average: Literal["lm_eval", "macro"] = "lm_eval"
+    search_split: str | None = Field(
+        default=None,
+        description=(
+            "Where a study's search questions come from. null: the dataset's official search split "
+            "where the data has it (MMLU validation, KMMLU train, ARC validation), else a seeded hash "
+            "of the scored split; hash: always the hash; a split name: that split."
+        ),
+    )
 
 
 class SuiteSpec(BaseModel):
@@ -126,7 +134,10 @@ class SuiteSpec(BaseModel):
     total: str | None = Field(default=None, description="Summary key for the mean of the parts.")
 
     def to_suite(self) -> Suite:
-        parts = tuple(Part(p.task, p.num_fewshot, p.metric, {p.key or p.task: p.average}) for p in self.parts)
+        parts = tuple(
+            Part(p.task, p.num_fewshot, p.metric, {p.key or p.task: p.average}, p.search_split)
+            for p in self.parts
+        )
         total = Total(self.total, tuple(p.key or p.task for p in self.parts)) if self.total else None
         return Suite(self.name, self.description or f"suite {self.name} from a search space", parts, total)
 
@@ -134,8 +145,9 @@ class SuiteSpec(BaseModel):
 class SelectionSpec(BaseModel):
     """How trials are selected: which questions the objective sees, rungs, pruning, confirmation.
 
-    Each task's documents are divided by a seeded hash into a search part (the objective's) and
-    a held-out part (the leaderboard's); see :mod:`harness.evaluate.questions`.
+    Each task's documents are divided into a search part (the objective's) and a held-out part
+    (the leaderboard's): an official search split where the dataset has one, else a seeded hash
+    of the scored split (``heldout_fraction``); see :mod:`harness.evaluate.questions`.
     """
 
     model_config = ConfigDict(extra="forbid")
