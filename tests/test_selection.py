@@ -204,9 +204,13 @@ def test_a_study_searches_on_the_official_split_and_ranks_on_the_scored_one(
     runner, outcome = run(space, tmp_path, 2, confirm_top=1)
     assert outcome.confirmed >= 1
     splits = db_rows(
-        tmp_path, "SELECT partition, split, count(DISTINCT doc_id) FROM samples GROUP BY ALL ORDER BY 1"
+        tmp_path,
+        "SELECT partition, split, count(DISTINCT doc_id), min(doc_id), max(doc_id) FROM samples "
+        "GROUP BY ALL ORDER BY 1",
     )
-    assert splits == [("heldout", "test", 4), ("search", "validation", 3)]  # heldout_limit 4 of 5
+    # heldout_limit 4 of the 6 test questions (ids 0-5); the 3 validation ones follow them.
+    assert [row[:3] for row in splits] == [("heldout", "test", 4), ("search", "validation", 3)]
+    assert splits[0][4] <= 5 and (splits[1][3], splits[1][4]) == (6, 8)
     rules = {r for (r,) in db_rows(tmp_path, "SELECT DISTINCT split_rule FROM trials")}
     assert rules == {
         "official search split (validation for mmlu_anatomy), every scored question held out; "
