@@ -50,6 +50,7 @@ from harness.evaluate.datasources import (
     find_local,
     hub_offline,
     is_local_builder,
+    joined_splits,
     layout_hint,
 )
 from harness.evaluate.suites import Part, Suite
@@ -437,6 +438,7 @@ def build_plan(
             prev = max_shots.get(leaf.name, -1)
             max_shots[leaf.name] = None if shots is None or prev is None else max(prev, shots)
     resolved: dict[str, Source] = {}
+    search_splits: dict[str, str | None] = {}
     for target in targets.values():
         for leaf in target.node.leaves():
             if leaf.name not in resolved:
@@ -446,10 +448,11 @@ def build_plan(
                 shots = max_shots[leaf.name]
                 wanted = _wanted_search_split(leaf, requested[leaf.name]) if divided else None
                 extra = [wanted] if wanted else []
-                resolved[leaf.name] = resolve_source(leaf.name, leaf.cfg, usable, shots, extra)
+                leaf.source = resolved[leaf.name] = resolve_source(leaf.name, leaf.cfg, usable, shots, extra)
+                named = requested[leaf.name] is not None
+                search_splits[leaf.name] = _search_split(leaf, wanted, named, shots) if wanted else None
             leaf.source = resolved[leaf.name]
-            if divided:
-                leaf.search_split = _search_split(leaf, requested[leaf.name], max_shots[leaf.name])
+            leaf.search_split = search_splits[leaf.name]
     include_dir = write_include_dir(_yaml_files(targets.values()))
     return EvalPlan(list(suites), targets, _schedule(list(targets.values())), include_dir, divided)
 
@@ -461,17 +464,16 @@ def _wanted_search_split(leaf: Node, requested: str | None) -> str | None:
     return requested or (family.search_split if family else None)
 
 
-def _search_split(leaf: Node, requested: str | None, shots: int | None) -> str | None:
-    """The official split a divided leaf's search part comes from, or None (the seeded hash).
+def _search_split(leaf: Node, split: str, named: bool, shots: int | None) -> str | None:
+    """``split`` if it can be a divided leaf's search part, else None (the seeded hash).
 
     Only a split disjoint from both the evaluated documents and the few-shot examples will
     do, and appending it must not change what the held-out questions are asked with: so not
     where the few-shot examples are drawn from the evaluated split itself. A split the suite
     asked for by name that cannot be used is bad input; the dataset's default falls back.
     """
-    split = _wanted_search_split(leaf, requested)
     source = leaf.source
-    if split is None or source is None or source.kind == "none":
+    if source is None or source.kind == "none":
         return None
     cfg = leaf.effective_cfg
     evaluated = leaf.eval_split
@@ -488,7 +490,7 @@ def _search_split(leaf: Node, requested: str | None, shots: int | None) -> str |
         problem = f"its few-shot examples come from the {fewshot} split"
     if problem is None:
         return split
-    if requested is not None:
+    if named:
         raise HarnessError(
             f"search_split {split} cannot divide {leaf.name}: {problem}",
             "name another split, or set search_split: hash to divide the scored split by a seeded hash",
@@ -530,12 +532,14 @@ def _schedule(targets: list[Target]) -> list[Run]:
 
 def _yaml_files(targets: Sequence[Target] | Any) -> dict[str, str]:
     files: dict[str, dict[str, Any]] = {}
+    joined: set[str] = set()  # tasks whose documents joined_splits loads
     for target in targets:
         for node in target.node.walk():
             if node.name in files or node.yaml_path is None:
                 continue
-            if node.kind == "task" and node.search_split is not None and node.source is not None:
-                files[node.name] = _joined_task(node, node.source)
+            if node.kind == "task" and node.search_split is not None:
+                files[node.name] = _joined_task(node)
+                joined.add(node.name)
             elif node.kind == "task" and node.source is not None and node.source.kind == "local":
                 files[node.name] = {
                     "include": str(node.yaml_path),
@@ -553,22 +557,15 @@ def _yaml_files(targets: Sequence[Target] | Any) -> dict[str, str]:
         f"{name}.yaml": _HEADERS["group" if "group" in body else "task"]
         + yaml.safe_dump(body, sort_keys=False, allow_unicode=True)
         # safe_dump cannot write lm-eval's !function tag: the one line is added as text.
-        + (
-            f"custom_dataset: !function {JOIN_MODULE}.joined_splits\n"
-            if _JOIN_KEY in body.get("dataset_kwargs", {})
-            else ""
-        )
+        + (f"custom_dataset: !function {JOIN_MODULE}.{joined_splits.__name__}\n" if name in joined else "")
         for name, body in sorted(files.items())
     }
-    if any(text.endswith("joined_splits\n") for text in texts.values()):
+    if joined:
         texts[f"{JOIN_MODULE}.py"] = JOIN_MODULE_TEXT
     return texts
 
 
-_JOIN_KEY = "harness_join"
-
-
-def _joined_task(node: Node, source: Source) -> dict[str, Any]:
+def _joined_task(node: Node) -> dict[str, Any]:
     """A divided leaf's YAML: lm-eval's task, loaded by ``joined_splits`` with its search
     split's documents after the evaluated split's (local files or the hub alike)."""
     cfg = node.effective_cfg
@@ -576,13 +573,17 @@ def _joined_task(node: Node, source: Source) -> dict[str, Any]:
     if cfg.get("dataset_name"):
         load["name"] = cfg["dataset_name"]
     load.update(cfg.get("dataset_kwargs") or {})
-    overrides = {k: v for k, v in source.overrides.items() if not k.startswith("dataset_")}
+    overrides = {
+        k: v
+        for k, v in (node.source.overrides if node.source else {}).items()
+        if not k.startswith("dataset_")
+    }
     return {
         "include": str(node.yaml_path),
         "task": node.name,
         "tag": None,
         **overrides,
-        "dataset_kwargs": {"harness_load": load, _JOIN_KEY: [node.eval_split, node.search_split]},
+        "dataset_kwargs": {"harness_load": load, "harness_join": [node.eval_split, node.search_split]},
     }
 
 
