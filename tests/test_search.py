@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import io
 import json
+import re
 from pathlib import Path
 
 import duckdb
 import optuna
 import pytest
 import yaml
+from rich.console import Console
 from typer.testing import CliRunner
 
 from harness.cli import app
@@ -74,9 +77,11 @@ def write_space(tmp_path: Path, tiny_models, data: Path, **overrides) -> Path:
     return path
 
 
-def run(space_path: Path, tmp_path: Path, budget: int, **kw) -> tuple[SearchRunner, object]:
+def run(
+    space_path: Path, tmp_path: Path, budget: int, console: Console | None = None, **kw
+) -> tuple[SearchRunner, object]:
     options = SearchOptions(budget=budget, db=tmp_path / "lb.duckdb", **kw)
-    runner = SearchRunner(load_space(space_path), options)
+    runner = SearchRunner(load_space(space_path), options, console=console)
     return runner, runner.run()
 
 
@@ -87,8 +92,14 @@ def db_rows(tmp_path: Path, sql: str) -> list[tuple]:
 
 def test_three_trials_then_resume_to_five(tmp_path, tiny_models, data):
     space = write_space(tmp_path, tiny_models, data)
-    runner, outcome = run(space, tmp_path, 3)
+    log = io.StringIO()
+    runner, outcome = run(space, tmp_path, 3, console=Console(file=log, width=400))
     assert outcome.finished == 3
+    # One line per finished trial: what a nightly CI log shows while the search runs.
+    said = re.findall(
+        r"^trial (\d) ok: \S+, search objective \d\.\d{3} at 4 questions per task", log.getvalue(), re.M
+    )
+    assert said == ["0", "1", "2"], log.getvalue()
     complete = runner.study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))
     assert len(complete) == 3
     rows = db_rows(

@@ -496,7 +496,9 @@ class SearchRunner:
                     summary = self.board.suite_summary(reused, partition=self.search_part)
                     record.reused_from = reused
                     self._report_stored(trial, reused)
-                    return self._finish(trial, record, summary, copy_from=reused)
+                    status = self._finish(trial, record, summary, copy_from=reused)
+                    self._say_trial(trial.number, record, status)
+                    return status
 
                 built = self._build(recipe, record)
                 status = self._score_trial(trial, record, built.model, built.tokenizer, outcome)
@@ -518,6 +520,7 @@ class SearchRunner:
             return "failed"
         finally:
             gc.collect()
+        self._say_trial(trial.number, record, status)
         # Told and recorded: a failure (or Ctrl-C) from here on leaves a complete trial.
         if status == "ok" and built is not None and self._in_top(record.objective):
             if self.selection.confirm_at == "end" and self._keep(record, built):
@@ -527,6 +530,20 @@ class SearchRunner:
         del built
         gc.collect()
         return status
+
+    def _say_trial(self, number: int, record: TrialRecord, status: str) -> None:
+        """One line per finished trial: what a log without a live progress bar (nightly CI, a
+        worker's output file) shows while the search runs, and a scrollback on a terminal."""
+        score = "no score" if record.objective is None else f"search objective {record.objective:.3f}"
+        at = f" at {record.fidelity} questions per task" if record.fidelity else ""
+        took = sum(s or 0.0 for s in (record.build_seconds, record.eval_seconds))
+        self.console.print(
+            f"trial {number} {status}: {escape(record.name)}, {score}{at}"
+            + (f", {took:.0f} s" if took else "")
+            + (f" (reused from {record.reused_from})" if record.reused_from else "")
+            + (f": {escape(record.error[:200])}" if status == "failed" and record.error else ""),
+            soft_wrap=True,
+        )
 
     def _keep(self, record: TrialRecord, built: Any) -> bool:
         """Keep a top-K trial's weights for the end of the run; False (confirm it now) when
