@@ -64,7 +64,7 @@ bench: install
 	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 PYTHONWARNINGS=ignore $(BIN)/python -m bench.flops
 	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 PYTHONWARNINGS=ignore $(BIN)/python -m bench.merge
 	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 PYTHONWARNINGS=ignore $(BIN)/python -m bench.align
-	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 PYTHONWARNINGS=ignore $(BIN)/python -m bench.memory
+	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 PYTHONWARNINGS=ignore $(BIN)/python -m bench.memory --only ties+dpo --budget 2
 	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 PYTHONWARNINGS=ignore $(BIN)/python -m bench.pipeline
 
 clean:

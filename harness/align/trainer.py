@@ -33,6 +33,7 @@ from harness.align.config import AlignConfig
 from harness.align.data import LoadedSource, checked_sources, reward_accuracy
 from harness.align.trl_compat import labelled_positions_only, no_reference_reload, strip_trl_patches
 from harness.errors import HarnessError
+from harness.memory import release_freed_memory
 
 if TYPE_CHECKING:
     from harness.build.builder import BuiltModel
@@ -382,7 +383,8 @@ def dpo_step(
             if use_cuda:
                 torch.cuda.empty_cache()
 
-    strip_trl_patches(model)
+    strip_trl_patches(model)  # its closures keep the trainer's memory alive until here
+    release_freed_memory()  # the reference, gradients, Adam's moments, activations
     if use_cache is not None:
         model.config.use_cache = use_cache
     model.eval()

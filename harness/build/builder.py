@@ -12,6 +12,7 @@ from typing import Any, Literal
 from harness.build.loading import model_facts
 from harness.build.merge import DonorPool, merge_in_memory, merge_to_disk, model_from_tensors
 from harness.errors import HarnessError
+from harness.memory import release_freed_memory
 from harness.recipe import Recipe, ResolvedRecipe
 
 Route = Literal["auto", "memory", "disk"]
@@ -91,6 +92,7 @@ def build_model(
     aligning = resolved.recipe.align is not None
     if chosen == "memory":
         built = _build_in_memory(resolved, pool or DonorPool(), device)
+        release_freed_memory()  # the merge's temporaries, before DPO allocates its own
     else:  # with align, the on-disk merge is only an intermediate: the aligned model is saved below
         built = _build_on_disk(resolved, None if aligning else out_dir, device)
     built.seconds = time.perf_counter() - start
