@@ -189,7 +189,8 @@ def main(argv: list[str] | None = None) -> None:
         timeline.stop()
         wall = time.perf_counter() - started
     if returncode != 0:
-        sys.exit(f"search failed ({returncode}): {timeline.lines[-1:] if timeline.lines else ''}")
+        last = timeline.lines[-1][1] if timeline.lines else "(nothing on stderr)"
+        sys.exit(f"search failed ({returncode}): {last}")
     peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024  # KiB on Linux
     print_machine()
     print_markdown(
