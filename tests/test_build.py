@@ -165,3 +165,26 @@ def test_out_dir_must_be_empty_and_writable(tmp_path):
     if os.geteuid() != 0:  # root ignores permission bits
         with pytest.raises(HarnessError, match="cannot write"):
             prepare_out_dir(locked / "model")
+
+
+def test_mergekit_torch_dtype_deprecation_stays_off_the_console(tiny_models, pool, tmp_path):
+    """mergekit sets ``config.torch_dtype``; transformers would print its deprecation warning
+    once per search, a line the user did not cause and cannot act on. Both routes keep it off."""
+    import logging
+
+    from transformers.utils.logging import warning_once
+
+    seen: list[str] = []
+    handler = logging.Handler()
+    handler.emit = lambda record: seen.append(record.getMessage())  # type: ignore[method-assign]
+    log = logging.getLogger("transformers.configuration_utils")  # where transformers logs it
+    log.addHandler(handler)
+    config = method_configs(tiny_models)["linear"]
+    resolved = resolve_recipe(recipe_from_dict({"merge": {**config, "dtype": "float32"}}))
+    try:
+        for route, out_dir in (("memory", None), ("disk", tmp_path / "disk")):
+            warning_once.cache_clear()  # it is printed once per process; make this build the first
+            build_model(resolved, pool=pool, route=route, out_dir=out_dir)
+            assert not [m for m in seen if "torch_dtype" in m], route
+    finally:
+        log.removeHandler(handler)

@@ -111,6 +111,18 @@ def test_chosen_questions_are_the_scored_ones_with_lm_evals_hash(tiny, data, tmp
         assert sample.partition == "search"
 
 
+def test_reading_the_documents_draws_no_datasets_bars(tmp_path, capfd):
+    """The division loads every task's data before anything is scored; datasets' "Generating
+    split" and "Map" bars from it would cut into the search's own progress line."""
+    from datasets.utils import logging as ds_logging
+
+    plan = plan_evaluation(["arc_challenge"], data_dir=build_data_dir(tmp_path, parts=("arc",)), divided=True)
+    ds_logging.enable_progress_bar()
+    question_order(str(plan.include_dir), plan.leaves(), SplitRule())
+    assert "Generating" not in capfd.readouterr().err
+    assert ds_logging.is_progress_bar_enabled()  # restored for the code that comes after
+
+
 # --------------------------------------------------------------------------- official splits
 
 

@@ -14,7 +14,6 @@ PEFT: wrong for an in-memory merge. A guard turns any such reload into an error.
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import gc
 import math
@@ -33,6 +32,7 @@ from harness.align.config import AlignConfig
 from harness.align.data import LoadedSource, checked_sources, reward_accuracy
 from harness.align.trl_compat import labelled_positions_only, no_reference_reload, strip_trl_patches
 from harness.errors import HarnessError
+from harness.evaluate.datasources import datasets_bars_off
 from harness.memory import release_freed_memory
 
 if TYPE_CHECKING:
@@ -334,7 +334,7 @@ def dpo_step(
             with (
                 no_reference_reload(),
                 labelled_positions_only(),
-                _quiet_datasets(),
+                datasets_bars_off(),
                 warnings.catch_warnings(),
             ):
                 # TRL 1.16 reads the renamed transformers 5 attribute itself; not actionable here.
@@ -452,20 +452,6 @@ def _trl_args(config: AlignConfig) -> dict[str, Any]:
     if "activation_checkpointing" in names:  # transformers >= 5.x: the old name warns
         kwargs["activation_checkpointing"] = kwargs.pop("gradient_checkpointing")
     return kwargs
-
-
-@contextlib.contextmanager
-def _quiet_datasets() -> Iterator[None]:
-    """No per-map progress bars from TRL's dataset preparation."""
-    from datasets.utils import logging as ds_logging
-
-    enabled = ds_logging.is_progress_bar_enabled()
-    ds_logging.disable_progress_bar()
-    try:
-        yield
-    finally:
-        if enabled:
-            ds_logging.enable_progress_bar()
 
 
 def _device(device: str | None) -> str:

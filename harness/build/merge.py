@@ -106,10 +106,13 @@ def merge_in_memory(
     from mergekit.merge import _model_out_config
     from mergekit.plan import MergePlanner
 
+    from harness.evaluate.transformers_compat import torch_dtype_deprecation_quiet
+
     config = copy.deepcopy(merge_config)  # the planner normalises (mutates) its config
     options = merge_options(seed, device)
     arch_info = get_architecture_info(config, options)
-    out_config = _model_out_config(config, arch_info)
+    with torch_dtype_deprecation_quiet():
+        out_config = _model_out_config(config, arch_info)
     pool.install(list(config.referenced_models()))
     planner = MergePlanner(config, arch_info, options=options, out_model_config=out_config)
     # plan_in_memory() cannot build its ReturnTensor wrappers in mergekit 0.1.5 (pydantic
@@ -136,7 +139,10 @@ def merge_to_disk(merge_config: Any, out_dir: Path, *, seed: int = 0, device: st
     """mergekit's own streaming merge (``run_merge``): for slices with tokenizer surgery or models too big for RAM."""
     from mergekit.merge import run_merge
 
-    run_merge(copy.deepcopy(merge_config), str(out_dir), options=merge_options(seed, device))
+    from harness.evaluate.transformers_compat import torch_dtype_deprecation_quiet
+
+    with torch_dtype_deprecation_quiet():
+        run_merge(copy.deepcopy(merge_config), str(out_dir), options=merge_options(seed, device))
     return out_dir
 
 

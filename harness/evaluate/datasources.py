@@ -38,7 +38,8 @@ import csv
 import json
 import os
 import socket
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -354,3 +355,19 @@ def joined_splits(*, harness_load: Mapping[str, Any], harness_join: Sequence[str
         )
     loaded[evaluated] = datasets.concatenate_datasets([loaded[evaluated], loaded[search]])
     return loaded
+
+
+@contextmanager
+def datasets_bars_off() -> Iterator[None]:
+    """No ``datasets`` progress bars ("Generating test split", "Map") while the harness loads
+    or prepares data itself: the search's own progress is the one the user reads. Restored on
+    exit when it was on."""
+    from datasets.utils import logging as ds_logging
+
+    enabled = ds_logging.is_progress_bar_enabled()
+    ds_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if enabled:
+            ds_logging.enable_progress_bar()

@@ -148,7 +148,10 @@ def task_doc_hashes(
     many of those documents come from the appended split (the last ones)."""
     from lm_eval.tasks import get_task_dict
 
-    tasks = leaf_tasks(get_task_dict(list(names), task_manager))
+    from harness.evaluate.datasources import datasets_bars_off
+
+    with datasets_bars_off():  # the first load of a task's data happens here, before any scoring
+        tasks = leaf_tasks(get_task_dict(list(names), task_manager))
     hashes = {name: [doc_hash(doc) for doc in task.eval_docs] for name, task in tasks.items()}
     tails: dict[str, int] = {}
     for name, split in (appended or {}).items():

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.errors import HarnessError
-from harness.evaluate.datasources import data_roots
+from harness.evaluate.datasources import data_roots, datasets_bars_off
 from harness.evaluate.questions import Partition, Questions
 from harness.evaluate.results import Composition, EvalResult, Sample, Score, pooled_stderr
 from harness.evaluate.suites import Suite, SuiteRef, resolve_suites
@@ -165,11 +165,9 @@ def _progress(enabled: bool) -> Iterator[None]:
     if enabled:
         yield
         return
-    import datasets
     import lm_eval.api.model
     import lm_eval.api.task
     import lm_eval.models.huggingface
-    from datasets.utils.logging import is_progress_bar_enabled
 
     import harness.evaluate.fast_lm
 
@@ -177,17 +175,14 @@ def _progress(enabled: bool) -> Iterator[None]:
     # its modules import for a disabled one; restored on exit.
     modules = [lm_eval.api.task, lm_eval.api.model, lm_eval.models.huggingface, harness.evaluate.fast_lm]
     saved = [m.tqdm for m in modules]
-    bars_were_on = is_progress_bar_enabled()
     try:
         for module, original in zip(modules, saved, strict=True):
             module.tqdm = _silenced(original)
-        datasets.disable_progress_bars()
-        yield
+        with datasets_bars_off():
+            yield
     finally:
         for module, original in zip(modules, saved, strict=True):
             module.tqdm = original
-        if bars_were_on:
-            datasets.enable_progress_bars()
 
 
 # --------------------------------------------------------------------------- results

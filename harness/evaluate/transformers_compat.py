@@ -112,3 +112,28 @@ def weights_left_uninitialised() -> Iterator[None]:
 
     with no_init_weights():
         yield
+
+
+_TORCH_DTYPE_DEPRECATION = "`torch_dtype` is deprecated"
+
+
+class _DropTorchDtypeDeprecation:
+    def filter(self, record: Any) -> bool:
+        return _TORCH_DTYPE_DEPRECATION not in record.getMessage()
+
+
+@contextmanager
+def torch_dtype_deprecation_quiet() -> Iterator[None]:
+    """Keep transformers' "`torch_dtype` is deprecated" warning off the console while mergekit
+    (0.1.5 sets ``config.torch_dtype``) builds an output config: the user did not write that
+    line and cannot act on it. Only that message of that logger is dropped; it is a
+    ``warning_once``, so code that reaches it later in the process stays quiet too."""
+    import logging
+
+    log = logging.getLogger("transformers.configuration_utils")
+    quiet = _DropTorchDtypeDeprecation()
+    log.addFilter(quiet)
+    try:
+        yield
+    finally:
+        log.removeFilter(quiet)
