@@ -517,6 +517,16 @@ def _scorer(
     return Scorer(scoring, board, progress=True)
 
 
+def _where(row: dict[str, Any]) -> str:
+    """Where a row came from: its study and trial number, "<study> reference" for a model the
+    study scored beside its trials (base, donors), else its source (eval, build)."""
+    if row["study"] is None:
+        return str(row["source"])
+    if row["trial_number"] is None:
+        return f"{row['study']} reference"
+    return f"{row['study']}#{row['trial_number']}"
+
+
 def _score_and_record(scorer: Any, model: Any, tokenizer: Any, trial: Any) -> None:
     try:
         result = scorer.score_and_record(model, tokenizer, trial)
@@ -603,7 +613,7 @@ def _print_ranking(rows: list[dict[str, Any]], db: Path, ties: dict[str, str] | 
     for col in ["#", "id", "name", "status", *present, *marks, "source"]:
         table.add_column(col, justify="right" if col in ("#", *present) else "left")
     for rank, row in enumerate(rows, 1):
-        origin = row["source"] if row["study"] is None else f"{row['study']}#{row['trial_number']}"
+        origin = _where(row)
         if row.get("reused_from"):
             origin += f" (scores of {row['reused_from']})"
         status = (
@@ -698,9 +708,7 @@ def _show_trial(board: Any, trial_id: str, fmt: str) -> None:
         print(pd.DataFrame(scores).to_csv(index=False), end="")
         return
     console = Console(width=200)
-    where = trial["source"] if trial["study"] is None else str(trial["study"])
-    if trial["trial_number"] is not None:
-        where = f"{trial['study']}#{trial['trial_number']}"
+    where = _where(trial)
     objective = trial.get("objective")
     if objective is not None:
         se = trial.get("objective_stderr")

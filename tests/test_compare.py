@@ -180,3 +180,4 @@ def test_report_ties_come_from_the_paired_test(tmp_path):
     assert cli.exit_code == 0, cli.output
     lines = {line.split("│")[3].strip(): line for line in cli.stdout.splitlines() if line.count("│") > 5}
     assert "leader" in lines["leader"] and "tied" in lines["close"] and "tied" not in lines["behind"]
+    assert "s#0" in lines["leader"] and "s reference" in lines["base-model"]  # never "s#None"
