@@ -473,6 +473,15 @@ def test_the_top_k_are_confirmed_at_the_end_from_kept_weights(tmp_path, tiny_mod
     assert _top(finish_runner, 2) == top
     assert {n: finish_confirmed[n] for n in top} == confirmed
     assert finish_outcome.confirmed > outcome.confirmed
+    # The board ranks on the held-out questions, and "tied with leader" comes from the paired
+    # test on them for every ranked row, never the unpaired stderr fallback.
+    from harness.report.data import load_report_data
+
+    report = load_report_data(tmp_path / "end" / "lb.duckdb")
+    others = [t for t in report.trials if t["rank"] is not None and t["id"] != report.leader_id]
+    assert report.rank_key == "heldout_objective" and others
+    assert all("questions)" in (t.get("tie_note") or "") for t in others), [t.get("tie_note") for t in others]
+    assert f"over the {len(others)} rows compared" in report.tie_rule
 
 
 def test_kept_weights_wait_for_the_next_run_when_one_stops_early(tmp_path, tiny_models, data):
