@@ -26,7 +26,7 @@ Leaf = tuple[str, str, int | None]
 class Comparison:
     """Row A vs row B on one number, over the questions both were scored on."""
 
-    key: str  # a summary key, "objective", "average" or "<task> <metric> <shots>-shot"
+    key: str  # a summary key, "objective", "heldout_objective", "average" or "<task> <metric> <shots>-shot"
     a: float | None  # the number recomputed on the paired questions
     b: float | None
     test: PairedTest | None  # None when the rows cannot be paired on this number
@@ -58,7 +58,9 @@ class TrialData:
             return parts[key]
         if key == "average":  # the leaderboard's: mean of the benchmarks that have data
             return mix_compositions({k: 1.0 for k in AVERAGED if k in parts}, parts)
-        if key == "objective" and self.objective.get(trial_id):
+        # The rows' compositions are over the board's (held-out) samples, so a confirmed
+        # trial's held-out objective is made exactly as its objective is.
+        if key in ("objective", "heldout_objective") and self.objective.get(trial_id):
             weights = self.objective[trial_id] or {}
             if all(k in parts for k in weights):
                 return mix_compositions(weights, parts)

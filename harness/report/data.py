@@ -513,12 +513,9 @@ def _mark_ties(data: ReportData, board: Leaderboard) -> None:
     leader["tie"] = "leader"
     references = [t for t in data.trials if t["status"] == "ok" and t["study"] and t["trial_number"] is None]
     paired = TrialData(board, [t["id"] for t in ranked + references])
-    # The held-out objective is the objective's composition over the board's (held-out)
-    # samples: compared by that name, or no row would get a paired test.
-    measured = "objective" if key == "heldout_objective" else key
     tests = {}
     for row in ranked[1:]:
-        comparison = paired.compare(leader["id"], row["id"], measured)
+        comparison = paired.compare(leader["id"], row["id"], key)
         if comparison.test is not None:
             tests[row["id"]] = comparison
     adjusted = dict(zip(tests, holm([c.test.p_value for c in tests.values()]), strict=True))  # type: ignore[union-attr]
@@ -565,7 +562,7 @@ def _mark_ties(data: ReportData, board: Leaderboard) -> None:
             versus.append(_paired_row(leader, test, adjusted[row["id"]], turned=True))
         for other in references:
             if other["study"] == row["study"] and other is not row:
-                comparison = paired.compare(row["id"], other["id"], measured)
+                comparison = paired.compare(row["id"], other["id"], key)
                 if comparison.test is not None:
                     versus.append(_paired_row(other, comparison.test))
         row["versus"] = versus
