@@ -188,3 +188,23 @@ def test_mergekit_torch_dtype_deprecation_stays_off_the_console(tiny_models, poo
             assert not [m for m in seen if "torch_dtype" in m], route
     finally:
         log.removeHandler(handler)
+
+
+def test_loading_and_keeping_a_model_draw_no_transformers_bars(tiny_models, tmp_path, capfd):
+    """A search loads every reference and confirmation and keeps its best trials on disk:
+    transformers' "Loading weights" / "Writing model shards" bars stay off the console then,
+    and its hook is restored afterwards (other code's bars are not ours to turn off)."""
+    from transformers.utils import logging as hf_logging
+
+    from harness.build.loading import load_pretrained
+    from harness.record import TrialRecord
+    from harness.search.confirm import KeptModels
+
+    capfd.readouterr()
+    model, tokenizer, _ = load_pretrained(str(tiny_models["base"]), device="cpu")
+    KeptModels(tmp_path).keep(TrialRecord(name="t", source="search", id="t"), model, tokenizer)
+    err = capfd.readouterr().err
+    assert "Loading weights" not in err and "Writing model shards" not in err, err
+    assert hf_logging.set_tqdm_hook(None) is None  # nothing left installed
+    model.save_pretrained(tmp_path / "plain")  # outside the harness's calls the bar is back
+    assert "Writing model shards" in capfd.readouterr().err

@@ -62,12 +62,14 @@ def load_pretrained(ref: str, *, device: str | None = None, dtype: str = "auto")
 
     from harness.assets import resolve_model
     from harness.assets.checkpoint import check_weights, load_model_config
+    from harness.evaluate.transformers_compat import weight_bars_off
 
     path = resolve_model(ref)
     load_model_config(ref, path, "")
     check_weights(ref, path)
     device = pick_device(device)
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=pick_dtype(dtype, device))
+    with weight_bars_off():
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=pick_dtype(dtype, device))
     model.to(device)
     model.eval()
     tokenizer = AutoTokenizer.from_pretrained(path)

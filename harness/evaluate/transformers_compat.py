@@ -137,3 +137,19 @@ def torch_dtype_deprecation_quiet() -> Iterator[None]:
         yield
     finally:
         log.removeFilter(quiet)
+
+
+@contextmanager
+def weight_bars_off() -> Iterator[None]:
+    """Keep transformers' own per-model bars ("Loading weights" in ``from_pretrained``, "Writing
+    model shards" in ``save_pretrained``) off the console: a search loads or keeps a model many
+    times, each bar is a fraction of a second, and the harness says what it is doing itself.
+    Uses transformers' public tqdm hook and restores the previous one; huggingface_hub's
+    download bars are its own and stay on."""
+    from transformers.utils import logging as hf_logging
+
+    previous = hf_logging.set_tqdm_hook(lambda _factory, args, kwargs: hf_logging.EmptyTqdm(*args, **kwargs))
+    try:
+        yield
+    finally:
+        hf_logging.set_tqdm_hook(previous)

@@ -52,10 +52,13 @@ class KeptModels:
         """Write the trial's model; OSError (a full disk, an unwritable folder) leaves nothing."""
         final = self.folder / record.id
         partial = self.folder / f".{record.id}.partial"
+        from harness.evaluate.transformers_compat import weight_bars_off  # imports torch
+
         try:
             shutil.rmtree(partial, ignore_errors=True)
             partial.mkdir(parents=True)
-            model.save_pretrained(partial)
+            with weight_bars_off():
+                model.save_pretrained(partial)
             tokenizer.save_pretrained(partial)
             entry = {"record": asdict(record), "worker": self.me}
             (partial / RECORD_FILE).write_text(json.dumps(entry))
