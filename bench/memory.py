@@ -3,8 +3,9 @@
 Runs ``harness search`` on a space in a child process (its own study, leaderboard and report
 folder under a temporary directory) and reads the child's peak resident set size. What the
 search must hold at its peak is counted from the space: the donor weights it keeps resident
-(every model the space names), one trial model, and, when the space aligns with full
-fine-tuning, the DPO reference copy, the gradients and Adam's two moments of that model.
+(every model its merges read), the largest trial model it can build (depth up-scaling makes
+it larger than its sources), and, when the space aligns with full fine-tuning, the DPO
+reference copy, the gradients and Adam's two moments of that model.
 The ratio is the harness's (and its libraries') memory on top of the weights: Python,
 torch, lm-eval's datasets, activations, the few-shot and request caches.
 
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import resource
 import subprocess
 import sys
@@ -42,18 +44,83 @@ def model_bytes(ref: str) -> int:
     return sum(f.stat().st_size for f in files)
 
 
+def layer_bytes(ref: str) -> tuple[int, int]:
+    """(bytes outside the decoder layers, bytes of one decoder layer) of a model as stored,
+    read from its safetensors headers: what a passthrough merge copies per layer it lists."""
+    import json
+    import struct
+
+    from harness.assets import resolve_model
+
+    outside = inside = 0
+    layers: set[str] = set()
+    for file in Path(resolve_model(ref)).glob("*.safetensors"):
+        with file.open("rb") as handle:
+            (size,) = struct.unpack("<Q", handle.read(8))
+            header = json.loads(handle.read(size))
+        for name, info in header.items():
+            if name == "__metadata__":
+                continue
+            begin, end = info["data_offsets"]
+            match = re.search(r"\.layers\.(\d+)\.", name)
+            if match:
+                inside += end - begin
+                layers.add(match.group(1))
+            else:
+                outside += end - begin
+    return outside, inside // max(len(layers), 1)
+
+
+def _bound(value: object, high: bool) -> int:
+    """One end of a layer_range entry: a number, or an ``{int: [low, high]}`` distribution."""
+    if isinstance(value, dict):
+        low_high = next(iter(value.values()))
+        return int(low_high[1] if high else low_high[0])
+    return int(value)  # type: ignore[call-overload]
+
+
+def largest_passthrough(template: dict) -> int:
+    """Bytes of the largest model a passthrough template can build: every slice at its longest
+    (the lowest start with the highest end; depth up-scaling makes models larger than its
+    sources), the embeddings and head of the first source once."""
+    total = 0
+    first: tuple[int, int] | None = None
+    for piece in template.get("slices", []):
+        source = piece["sources"][0]
+        outside, per_layer = layer_bytes(source["model"])
+        first = first or (outside, per_layer)
+        start, end = source["layer_range"]
+        total += (_bound(end, high=True) - _bound(start, high=False)) * per_layer
+    return total + (first[0] if first else 0)
+
+
+def _model_refs(template: object) -> set[str]:
+    """The model references a merge template reads (``model:`` and ``base_model:`` values)."""
+    if isinstance(template, list):
+        return {ref for item in template for ref in _model_refs(item)}
+    if not isinstance(template, dict):
+        return set()
+    found = {v for k, v in template.items() if k in ("model", "base_model") and isinstance(v, str)}
+    return found.union(*(_model_refs(v) for v in template.values()))
+
+
 def must_hold(space_path: Path) -> tuple[int, str]:
-    """(bytes, how they were counted) for a space's peak: resident donors + a trial model, and
-    a full-fine-tune alignment's reference, gradients and two Adam moments of it."""
+    """(bytes, how they were counted) for a space's peak: the models its merges read (kept
+    resident) + the largest trial model, and a full-fine-tune alignment's reference, gradients and two Adam moments of it."""
     from harness.search.space import load_space
 
     space = load_space(space_path)
-    donors = {alias: model_bytes(ref) for alias, ref in space.models.items()}
-    trial = max(donors.values())  # a merge of these models (depth up-scaling can be larger)
+    templates = [space.template(method) for method in space.methods]
+    # The build keeps a model resident from the first merge that reads it (DonorPool).
+    donors = {ref: model_bytes(ref) for template in templates for ref in _model_refs(template)}
+    trial = max(donors.values())  # a merge of these models is their size ...
+    for template in templates:  # ... unless depth up-scaling makes it larger
+        if template.get("merge_method") == "passthrough":
+            trial = max(trial, largest_passthrough(template))
     full_ft = any(t is not None and t.get("lora") is None for t in (space.align or {}).values())
     copies = 5 if full_ft else 1  # model + reference + gradients + Adam exp_avg, exp_avg_sq
     total = sum(donors.values()) + copies * trial
-    how = f"{len(donors)} resident models + {copies} × one trial model" + (
+    how = f"{len(donors)} resident models + {copies} × the largest trial model ({trial / 2**30:.2f} GiB)" + (
         " (model, DPO reference, gradients, Adam's two moments)" if full_ft else ""
     )
     return total, how

@@ -41,3 +41,34 @@ def test_freed_heap_memory_goes_back_to_the_os():
     assert freed > full - 100, "without a release glibc keeps the freed blocks (what the fix is for)"
     full, freed, after = run("release")
     assert after < full - 300, (full, freed, after)
+
+
+def test_bench_counts_the_largest_depth_up_scaled_model(tiny_models, tmp_path):
+    """bench.memory's 'models it must hold' takes a passthrough space at its deepest (the lowest
+    start with the highest end, which neither end of every range gives): here 4 + 3 = 7 layers
+    of a 4-layer model. The count must equal the bytes of that model as built."""
+    from bench.memory import largest_passthrough, layer_bytes
+
+    from harness.build import build_model
+    from harness.recipe import recipe_from_dict, resolve_recipe
+
+    base = str(tiny_models["base"])
+    template = {
+        "merge_method": "passthrough",
+        "slices": [
+            {"sources": [{"model": base, "layer_range": [0, {"int": [2, 4]}]}]},
+            {"sources": [{"model": base, "layer_range": [{"int": [1, 3]}, 4]}]},
+        ],
+    }
+    deepest = {
+        "merge_method": "passthrough",
+        "slices": [
+            {"sources": [{"model": base, "layer_range": [0, 4]}]},
+            {"sources": [{"model": base, "layer_range": [1, 4]}]},
+        ],
+    }
+    out = tmp_path / "deepest"
+    build_model(resolve_recipe(recipe_from_dict({"merge": deepest})), out_dir=out)
+    outside, per_layer = layer_bytes(str(out))
+    assert (outside, per_layer) == layer_bytes(base)
+    assert largest_passthrough(template) == outside + 7 * per_layer
