@@ -610,8 +610,17 @@ def _print_ranking(rows: list[dict[str, Any]], db: Path, ties: dict[str, str] | 
         present.insert(0, "average")
     table = Table(title=f"leaderboard ({_fmt(db)})")
     marks = ["vs leader"] if ties else []
+    # A narrow terminal folds long headers and names over two lines rather than cut them (the
+    # references' names differ at the end); a trial's name ("demo#49-dare_ties+sdpo") stays whole.
+    name_width = min(max(len(str(r["name"])) for r in rows), 24)
     for col in ["#", "id", "name", "status", *present, *marks, "source"]:
-        table.add_column(col, justify="right" if col in ("#", *present) else "left")
+        table.add_column(
+            col,
+            justify="right" if col in ("#", *present) else "left",
+            min_width=name_width if col == "name" else None,
+            max_width=9 if col in present else None,  # "no data" and 0.1234 fit; headers fold
+            overflow="fold",
+        )
     for rank, row in enumerate(rows, 1):
         origin = _where(row)
         if row.get("reused_from"):

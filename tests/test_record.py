@@ -84,6 +84,18 @@ def test_rows_scores_and_no_data(tmp_path):
         assert params == {"t": "0.3", "method": '"slerp"'}
 
 
+def test_rows_without_the_ranking_number_follow_by_their_search_objective(tmp_path):
+    """A study ranks by its held-out confirmation; the trials that were not confirmed come
+    after, best search objective first (not in trial order), rows with neither last."""
+    board = Leaderboard(tmp_path / "lb.duckdb")
+    rows = {"confirmed low": (0.30, 0.50), "confirmed high": (0.40, 0.40), "weak": (None, 0.20)}
+    rows |= {"no objective": (None, None), "strong": (None, 0.45)}
+    for name, (heldout, searched) in rows.items():
+        board.record(TrialRecord(name=name, source="search", objective=searched, heldout_objective=heldout))
+    names = [r["name"] for r in board.ranking()]
+    assert names == ["confirmed high", "confirmed low", "strong", "weak", "no objective"]
+
+
 def test_a_failing_write_leaves_nothing_behind(tmp_path):
     board = Leaderboard(tmp_path / "lb.duckdb")
     bad = result(0.5, 0.4)
@@ -122,3 +134,23 @@ def test_reused_trials_reuse_the_per_question_rows(tmp_path):
             [source],
         ).fetchall()
     assert rows == [(copy, 4, 2.0), (source, 4, 2.0)]
+
+
+def test_the_leaderboard_table_shows_names_whole(tmp_path):
+    """Reference models' names differ only at the end ("...-dpo-science", "...-dpo-commonsense"):
+    with many score columns the table folds headers, never cuts a name to "demo:smollm2-13…"."""
+    from typer.testing import CliRunner
+
+    from harness.cli import app
+    from harness.evaluate import EvalResult
+
+    board = Leaderboard(tmp_path / "lb.duckdb")
+    names = ["demo:smollm2-135m-dpo-science", "demo:smollm2-135m-dpo-commonsense"]
+    summary = {f"benchmark_number_{i}_0shot": 0.5 for i in range(7)}
+    for name in names:
+        trial = TrialRecord(name=name, source="search", study="s", objective=0.4, heldout_objective=0.3)
+        board.record(trial, EvalResult(summary=summary))
+    shown = CliRunner().invoke(app, ["leaderboard", "--db", str(board.path)])
+    assert shown.exit_code == 0, shown.output
+    assert all(name in shown.stdout for name in names), shown.stdout
+    assert "s reference" in shown.stdout  # the last column is not cut off either

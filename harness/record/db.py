@@ -829,9 +829,12 @@ class Leaderboard:
             raise HarnessError(f"cannot sort by {sort!r}", f"use one of: {', '.join(records[0])}")
 
         def key(rec: dict[str, Any]) -> tuple:
-            value = rec.get(sort)
+            value, searched = rec.get(sort), rec.get("objective")
             number = -value if isinstance(value, int | float) else 0
-            return (rec["status"] != "ok", value is None, number)
+            # Rows without the ranking number (trials not confirmed on the held-out questions)
+            # follow by what the search saw, best first, not in the order they were created.
+            then = -searched if isinstance(searched, int | float) else float("inf")
+            return (rec["status"] != "ok", value is None, number, then)
 
         records.sort(key=key)  # stable: ties keep creation order
         return records[:top] if top else records
