@@ -20,7 +20,6 @@ import math
 import random
 import tempfile
 import time
-import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,7 +29,12 @@ from transformers import PrinterCallback, TrainerCallback
 
 from harness.align.config import AlignConfig
 from harness.align.data import LoadedSource, checked_sources, reward_accuracy
-from harness.align.trl_compat import labelled_positions_only, no_reference_reload, strip_trl_patches
+from harness.align.trl_compat import (
+    checkpointing_rename_quiet,
+    labelled_positions_only,
+    no_reference_reload,
+    strip_trl_patches,
+)
 from harness.errors import HarnessError
 from harness.evaluate.datasources import datasets_bars_off
 from harness.memory import release_freed_memory
@@ -335,12 +339,8 @@ def dpo_step(
                 no_reference_reload(),
                 labelled_positions_only(),
                 datasets_bars_off(),
-                warnings.catch_warnings(),
+                checkpointing_rename_quiet(),
             ):
-                # TRL 1.16 reads the renamed transformers 5 attribute itself; not actionable here.
-                warnings.filterwarnings(
-                    "ignore", message=".*is_gradient_checkpointing", category=FutureWarning
-                )
                 trainer = DPOTrainer(
                     model=policy,
                     ref_model=ref_model,
@@ -357,10 +357,7 @@ def dpo_step(
                     f"align step {step} ({chunk.name}): every prompt is longer than "
                     f"max_length={config.max_length}; raise max_length"
                 )
-            with labelled_positions_only(), warnings.catch_warnings():
-                warnings.filterwarnings(
-                    "ignore", message=".*is_gradient_checkpointing", category=FutureWarning
-                )
+            with labelled_positions_only(), checkpointing_rename_quiet():
                 trainer.train()
             history = list(trainer.state.log_history)
             train_steps = int(trainer.state.global_step)

@@ -1,7 +1,7 @@
 """The one place that touches TRL's private internals (``tests/test_trl_compat.py`` guards it).
 
 Everything else in the alignment stage uses TRL's public API (``DPOConfig``, ``DPOTrainer``).
-What is here works around three things TRL does that are wrong or wasteful for the harness:
+What is here works around four things TRL does that are wrong, wasteful or noisy for the harness:
 
 - ``ref_model=None`` without PEFT makes TRL 1.x re-load the reference from the model's
   ``_name_or_path``: wrong for a merge that lives only in memory (``no_reference_reload``);
@@ -9,7 +9,9 @@ What is here works around three things TRL does that are wrong or wasteful for t
   (``strip_trl_patches``);
 - off CUDA, TRL's fused LM head runs the 49k-word head over every position of the batch,
   prompt and padding included, and throws those log-probabilities away
-  (``labelled_positions_only``).
+  (``labelled_positions_only``);
+- TRL 1.16 still uses transformers 4's gradient checkpointing names, which transformers 5
+  answers with FutureWarnings on every trained model (``checkpointing_rename_quiet``).
 
 An upgrade that renames one of these internals makes the test file fail by name; at run time
 the harness then falls back to TRL's own behaviour (correct, slower) rather than crash.
@@ -18,6 +20,7 @@ the harness then falls back to TRL's own behaviour (correct, slower) rather than
 from __future__ import annotations
 
 import contextlib
+import warnings
 from collections.abc import Iterator
 from typing import Any
 
@@ -31,11 +34,23 @@ def strip_trl_patches(model: Any) -> None:
     """
     model.__dict__.pop("forward", None)
     # transformers 5 renamed gradient checkpointing to activation checkpointing.
-    if hasattr(type(model), "is_activation_checkpointing"):
-        if model.is_activation_checkpointing:
-            model.activation_checkpointing_disable()
-    elif getattr(model, "is_gradient_checkpointing", False):
-        model.gradient_checkpointing_disable()
+    with checkpointing_rename_quiet():
+        if hasattr(type(model), "is_activation_checkpointing"):
+            if model.is_activation_checkpointing:
+                model.activation_checkpointing_disable()
+        elif getattr(model, "is_gradient_checkpointing", False):
+            model.gradient_checkpointing_disable()
+
+
+@contextlib.contextmanager
+def checkpointing_rename_quiet() -> Iterator[None]:
+    """Keep transformers 5's FutureWarnings about the gradient -> activation checkpointing
+    rename off the console: TRL 1.16 reads ``is_gradient_checkpointing`` and the model's
+    own overrides still route through ``gradient_checkpointing_enable``/``_disable``. The
+    user asked for ``gradient_checkpointing: true`` and cannot act on them."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*gradient_checkpointing", category=FutureWarning)
+        yield
 
 
 @contextlib.contextmanager
