@@ -148,7 +148,11 @@ def weight_bars_off() -> Iterator[None]:
     download bars are its own and stay on."""
     from transformers.utils import logging as hf_logging
 
-    previous = hf_logging.set_tqdm_hook(lambda _factory, args, kwargs: hf_logging.EmptyTqdm(*args, **kwargs))
+    empty = getattr(hf_logging, "EmptyTqdm", None)
+    if empty is None or not hasattr(hf_logging, "set_tqdm_hook"):  # another version: bars stay
+        yield
+        return
+    previous = hf_logging.set_tqdm_hook(lambda _factory, args, kwargs: empty(*args, **kwargs))
     try:
         yield
     finally:
