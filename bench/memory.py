@@ -71,18 +71,13 @@ def layer_bytes(ref: str) -> tuple[int, int]:
     return outside, inside // max(len(layers), 1)
 
 
-def _bound(value: object, high: bool) -> int:
-    """One end of a layer_range entry: a number, or an ``{int: [low, high]}`` distribution."""
-    if isinstance(value, dict):
-        low_high = next(iter(value.values()))
-        return int(low_high[1] if high else low_high[0])
-    return int(value)  # type: ignore[call-overload]
-
-
 def largest_passthrough(template: dict) -> int:
     """Bytes of the largest model a passthrough template can build: every slice at its longest
-    (the lowest start with the highest end; depth up-scaling makes models larger than its
-    sources), the embeddings and head of the first source once."""
+    (the lowest start with the highest end, which neither end of every range gives; depth
+    up-scaling makes models larger than its sources), the embeddings and head of the first
+    source once."""
+    from harness.search.distributions import EndValues, materialize
+
     total = 0
     first: tuple[int, int] | None = None
     for piece in template.get("slices", []):
@@ -90,7 +85,8 @@ def largest_passthrough(template: dict) -> int:
         outside, per_layer = layer_bytes(source["model"])
         first = first or (outside, per_layer)
         start, end = source["layer_range"]
-        total += (_bound(end, high=True) - _bound(start, high=False)) * per_layer
+        lowest, highest = materialize(start, EndValues("low"), ""), materialize(end, EndValues("high"), "")
+        total += (highest - lowest) * per_layer
     return total + (first[0] if first else 0)
 
 
@@ -106,7 +102,8 @@ def _model_refs(template: object) -> set[str]:
 
 def must_hold(space_path: Path) -> tuple[int, str]:
     """(bytes, how they were counted) for a space's peak: the models its merges read (kept
-    resident) + the largest trial model, and a full-fine-tune alignment's reference, gradients and two Adam moments of it."""
+    resident) + the largest trial model, and a full-fine-tune alignment's reference, gradients
+    and two Adam moments of it."""
     from harness.search.space import load_space
 
     space = load_space(space_path)
