@@ -496,6 +496,48 @@ def test_kept_weights_wait_for_the_next_run_when_one_stops_early(tmp_path, tiny_
     assert not list(again.kept.folder.iterdir())
 
 
+def test_a_reused_trial_in_the_top_k_is_built_again_and_confirmed(tmp_path, tiny_models, data):
+    """Another study scored this recipe without confirming it; this study reuses its search
+    scores, and as the study's best it still gets its held-out confirmation."""
+    space = write_space(
+        tmp_path,
+        tiny_models,
+        data,
+        limit=12,
+        suites=[ARC_NORM],
+        objective={"maximize": {"arc_norm": 1.0}},
+        selection={"heldout_limit": 4, "confirm_top": 1},
+        methods={
+            "linear": {
+                "merge_method": "linear",
+                "models": [
+                    {"model": "$donor_a", "parameters": {"weight": 0.5}},
+                    {"model": "$donor_b", "parameters": {"weight": 0.5}},
+                ],
+            }
+        },
+    )
+    run(space, tmp_path, 1, study_name="first", confirm_top=0)
+    runner, outcome = run(space, tmp_path, 1, study_name="second")
+    assert outcome.reused == 1 and outcome.confirmed == 1
+    rows = db_rows(
+        tmp_path,
+        "SELECT study, id, reused_from, fidelity, heldout_objective FROM trials "
+        "WHERE trial_number IS NOT NULL ORDER BY study",
+    )
+    (_, first_id, _, first_fidelity, first_heldout), (_, second_id, source, fidelity, heldout) = rows
+    assert first_heldout is None and source == first_id  # the search scores are the first study's
+    assert heldout is not None and fidelity == first_fidelity == 12
+    searched = "SELECT count(*) FROM samples WHERE trial_id = '{}' AND partition = '{}'"
+    assert db_rows(tmp_path, searched.format(second_id, "search")) == db_rows(
+        tmp_path, searched.format(first_id, "search")
+    )
+    assert db_rows(tmp_path, searched.format(second_id, "heldout"))[0][0] > 0
+    # The leaderboard ranks it, and its held-out numbers are the reference's paired questions.
+    assert Leaderboard(tmp_path / "lb.duckdb").ranking(study="second")[0]["id"] == second_id
+    assert not list(runner.kept.folder.iterdir())
+
+
 def test_a_trial_whose_weights_cannot_be_kept_is_confirmed_at_once(tmp_path, tiny_models, data, monkeypatch):
     from harness.search.confirm import KeptModels
 

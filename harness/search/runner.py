@@ -493,15 +493,10 @@ class SearchRunner:
             ):
                 reused = self._find_scored(record.recipe_hash)
                 if reused:
-                    summary = self.board.suite_summary(reused, partition=self.search_part)
-                    record.reused_from = reused
-                    self._report_stored(trial, reused)
-                    status = self._finish(trial, record, summary, copy_from=reused)
-                    self._say_trial(trial.number, record, status)
-                    return status
-
-                built = self._build(recipe, record)
-                status = self._score_trial(trial, record, built.model, built.tokenizer, outcome)
+                    status = self._reuse(trial, record, reused)
+                else:
+                    built = self._build(recipe, record)
+                    status = self._score_trial(trial, record, built.model, built.tokenizer, outcome)
         except KeyboardInterrupt:
             record.status, record.error = (
                 INTERRUPTED,
@@ -522,7 +517,9 @@ class SearchRunner:
             gc.collect()
         self._say_trial(trial.number, record, status)
         # Told and recorded: a failure (or Ctrl-C) from here on leaves a complete trial.
-        if status == "ok" and built is not None and self._in_top(record.objective):
+        if status == "reused":
+            built = self._weights_to_confirm(recipe, record)
+        if status in ("ok", "reused") and built is not None and self._in_top(record.objective):
             if self.selection.confirm_at == "end" and self._keep(record, built):
                 self._drop_fallen()
             else:
@@ -530,6 +527,34 @@ class SearchRunner:
         del built
         gc.collect()
         return status
+
+    def _reuse(self, trial: Any, record: TrialRecord, source_id: str) -> str:
+        """Record a trial whose recipe was already scored in full, from that row's scores
+        (any study's): nothing is built or scored. The source's held-out score comes with it
+        when the source was confirmed."""
+        source = self.board.trial(source_id) or {}
+        record.reused_from = source_id
+        record.fidelity = source.get("fidelity")
+        record.heldout_objective = source.get("heldout_objective")
+        record.heldout_objective_stderr = source.get("heldout_objective_stderr")
+        record.num_parameters, record.dtype = source.get("num_parameters"), source.get("dtype")
+        self._report_stored(trial, source_id)
+        summary = self.board.suite_summary(source_id, partition=self.search_part)
+        return self._finish(trial, record, summary, copy_from=source_id)
+
+    def _weights_to_confirm(self, recipe: Any, record: TrialRecord) -> Any:
+        """A reused trial in the study's top K whose source was never confirmed (another
+        study's trial outside that study's top K, say) has no held-out score and no weights:
+        build it again for its confirmation, or it would be a top-K trial the leaderboard never
+        ranks. Its search scores stay reused. None when it needs no confirmation, or when the
+        build fails (warned: the trial stands, unconfirmed)."""
+        if record.heldout_objective is not None or not self._in_top(record.objective):
+            return None
+        try:
+            return self._build(recipe, record)
+        except Exception as err:  # noqa: BLE001  (recorded already; only the confirmation is lost)
+            self._warn(f"{record.name}: cannot be built again for its held-out confirmation: {err}")
+            return None
 
     def _say_trial(self, number: int, record: TrialRecord, status: str) -> None:
         """One line per finished trial: what a log without a live progress bar (nightly CI, a
