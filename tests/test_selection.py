@@ -553,9 +553,10 @@ def test_kept_entries_belong_to_their_live_worker(tmp_path):
     import json
     import os
     import socket
+    import time
 
     from harness.record import TrialRecord
-    from harness.search.confirm import RECORD_FILE, KeptModels
+    from harness.search.confirm import ORPHAN_AGE_S, RECORD_FILE, WRITER_FILE, KeptModels
     from harness.search.workers import worker_identity
 
     kept = KeptModels(tmp_path)
@@ -574,5 +575,16 @@ def test_kept_entries_belong_to_their_live_worker(tmp_path):
     (tmp_path / "damaged").mkdir()
     (tmp_path / "damaged" / RECORD_FILE).write_text("{not json")
     (tmp_path / ".half.partial").mkdir()  # being written by someone
+    # Half-written by a worker that was killed while saving (SIGKILL, out of memory), and by
+    # live ones: only the dead worker's is removed.
+    for name, worker in workers.items():
+        (tmp_path / f".{name}.partial").mkdir()
+        (tmp_path / f".{name}.partial" / WRITER_FILE).write_text(json.dumps(worker))
     assert sorted(e.record.name for e in kept.entries()) == ["dead", "mine"]
     assert not (tmp_path / "damaged").exists() and (tmp_path / ".half.partial").exists()
+    left = sorted(p.name for p in tmp_path.glob(".*.partial"))
+    assert left == [".half.partial", ".live.partial", ".mine.partial", ".remote.partial"]
+    old = time.time() - 2 * ORPHAN_AGE_S  # no writer file, untouched for hours: an orphan
+    os.utime(tmp_path / ".half.partial", (old, old))
+    list(kept.entries())
+    assert not (tmp_path / ".half.partial").exists()

@@ -14,13 +14,15 @@ loaded and confirmed. Disk, not memory: K resident models would not fit beside a
 An entry is written under a temporary name and renamed when complete, so a half-written model
 is never confirmed. A run that stops early (Ctrl-C, a killed worker) leaves its entries; the
 next run of the study on this machine confirms them at its end. An entry whose worker still runs
-belongs to that worker.
+belongs to that worker. A worker killed while writing leaves a half-written folder: the next
+look at the folder on that machine removes it (its writer is named inside from the start).
 """
 
 from __future__ import annotations
 
 import json
 import shutil
+import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -30,6 +32,8 @@ from harness.record import TrialRecord
 from harness.search.workers import is_alive, is_local, worker_identity
 
 RECORD_FILE = "harness_kept.json"
+WRITER_FILE = "harness_writer.json"  # in a half-written entry: whose it is
+ORPHAN_AGE_S = 3600.0  # a half-written entry without its writer file (an older harness's)
 
 
 @dataclass(frozen=True)
@@ -57,6 +61,7 @@ class KeptModels:
         try:
             shutil.rmtree(partial, ignore_errors=True)
             partial.mkdir(parents=True)
+            (partial / WRITER_FILE).write_text(json.dumps(self.me))
             with weight_bars_off():
                 model.save_pretrained(partial)
             tokenizer.save_pretrained(partial)
@@ -75,6 +80,8 @@ class KeptModels:
         if not self.folder.is_dir():
             return
         for path in sorted(self.folder.iterdir()):
+            if path.name.startswith(".") and path.name.endswith(".partial") and self._orphaned(path):
+                self.drop(path)  # its writer was killed mid-save: nothing in it can be confirmed
             if path.name.startswith(".") or not path.is_dir():
                 continue
             try:
@@ -85,6 +92,20 @@ class KeptModels:
                 continue
             if entry.worker == self.me or (is_local(entry.worker) and not is_alive(entry.worker)):
                 yield entry
+
+    @staticmethod
+    def _orphaned(partial: Path) -> bool:
+        """Whether a half-written entry's writer is gone (a dead process on this machine)."""
+        try:
+            writer = json.loads((partial / WRITER_FILE).read_text())
+        except FileNotFoundError:  # just created, or written before writers were named
+            try:
+                return time.time() - partial.stat().st_mtime > ORPHAN_AGE_S
+            except OSError:
+                return False
+        except (OSError, ValueError):
+            return False  # being written right now, or unreadable: leave it
+        return isinstance(writer, dict) and is_local(writer) and not is_alive(writer)
 
     def drop(self, path: Path) -> None:
         shutil.rmtree(path, ignore_errors=True)
