@@ -47,20 +47,13 @@ def model_bytes(ref: str) -> int:
 def layer_bytes(ref: str) -> tuple[int, int]:
     """(bytes outside the decoder layers, bytes of one decoder layer) of a model as stored,
     read from its safetensors headers: what a passthrough merge copies per layer it lists."""
-    import json
-    import struct
-
     from harness.assets import resolve_model
+    from harness.assets.checkpoint import safetensors_header
 
     outside = inside = 0
     layers: set[str] = set()
     for file in Path(resolve_model(ref)).glob("*.safetensors"):
-        with file.open("rb") as handle:
-            (size,) = struct.unpack("<Q", handle.read(8))
-            header = json.loads(handle.read(size))
-        for name, info in header.items():
-            if name == "__metadata__":
-                continue
+        for name, info in safetensors_header(file).items():
             begin, end = info["data_offsets"]
             match = re.search(r"\.layers\.(\d+)\.", name)
             if match:

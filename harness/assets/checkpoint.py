@@ -56,26 +56,38 @@ def check_weights(ref: str, path: str, where: str = "") -> None:
 
 
 def _safetensors_problem(file: Path) -> str | None:
+    try:
+        safetensors_header(file)
+    except ValueError as err:
+        return str(err)
+    return None
+
+
+def safetensors_header(file: Path) -> dict[str, Any]:
+    """The tensors of a safetensors file as its header lists them (name -> dtype, shape,
+    ``data_offsets``; ``__metadata__`` left out), read without loading any weights. A file
+    that cannot hold what its header says raises ValueError naming the problem (too short,
+    truncated inside its header or its data, a header that is not JSON)."""
     size = file.stat().st_size
     try:
         with open(file, "rb") as fh:
             head = fh.read(8)
             if len(head) < 8:
-                return f"{size} bytes, shorter than a safetensors header"
+                raise ValueError(f"{size} bytes, shorter than a safetensors header")
             (length,) = struct.unpack("<Q", head)
             if length > size - 8:
-                return "truncated inside its header"
+                raise ValueError("truncated inside its header")
             header = json.loads(fh.read(length))
-    except (OSError, ValueError, UnicodeDecodeError) as err:
-        return f"bad header: {type(err).__name__}"
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ValueError(f"bad header: {type(err).__name__}") from None
     if not isinstance(header, dict):
-        return "bad header"
-    ends = [
-        v["data_offsets"][1]
+        raise ValueError("bad header")
+    tensors = {
+        k: v
         for k, v in header.items()
         if k != "__metadata__" and isinstance(v, dict) and len(v.get("data_offsets") or ()) == 2
-    ]
-    expected = 8 + length + max(ends, default=0)
+    }
+    expected = 8 + length + max((v["data_offsets"][1] for v in tensors.values()), default=0)
     if size < expected:
-        return f"truncated: {size} of {expected} bytes"
-    return None
+        raise ValueError(f"truncated: {size} of {expected} bytes")
+    return tensors
