@@ -11,11 +11,22 @@ held-out score, with pruning and without, on the same trials.
    held-out questions (the harness's rule, ``selection.confirm_at``). Every number of that arm
    is measured on the same models and questions; only its order is replayed.
 
+Past the start-up phase the sampler learns from the trials' results, and a pruned trial teaches
+it differently from a finished one, so the two arms draw different trials. With ``--arms studies``
+(the default when ``--budget`` exceeds ``n_startup_trials``) step 3 is instead a second study,
+``<name>-no-pruning``, run with the same space and seed but ``pruner: none`` and no rungs, in the
+same database: a recipe both arms draw is scored once and its rows reused (the count of
+question-evaluations still charges it to each arm, from its per-question rows), and step 2 is
+skipped. The two winners are then different models, compared per question on the same held-out
+questions.
+
 Prints a Markdown table: question-evaluations of each arm, the best held-out score, the
 winner's search vs held-out score (the winner's curse), and paired tests of the winners against
 each other and the space's reference models.
 
     .venv/bin/python scripts/measure_selection.py --budget 12 --db results/selection.duckdb
+    .venv/bin/python scripts/measure_selection.py --budget 50 --db results/selection-50.duckdb \
+        --out results/selection-50.md
 """
 
 from __future__ import annotations
@@ -24,9 +35,11 @@ import argparse
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import yaml
 from rich.console import Console
 
 from harness.compare import compare_trials
@@ -34,11 +47,19 @@ from harness.record import Leaderboard
 
 
 def run_search(space: Path, study: str, budget: int, db: Path) -> float:
+    """One study of the space, as `harness search` runs it; its wall time in seconds."""
     cmd = [sys.executable, "-m", "harness.cli", "search", "--space", str(space), "--study", study]
     cmd += ["--budget", str(budget), "--db", str(db), "--no-report", "--device", "cpu"]
     start = time.perf_counter()
     subprocess.run(cmd, check=True)
     return time.perf_counter() - start
+
+
+def finished(db: Path, study: str) -> int:
+    """Trials of a study already recorded in the database (a study that ran is not run again)."""
+    if not db.exists():
+        return 0
+    return sum(r["trial_number"] is not None for r in study_rows(Leaderboard(db), study))
 
 
 def questions(board: Leaderboard, trial_id: str, partition: str = "heldout") -> int:
@@ -59,109 +80,206 @@ def paired(board: Leaderboard, a: str, b: str) -> str:
     )
 
 
+def no_pruning_space(space_file: Path, folder: Path) -> Path:
+    """The same space with pruning off and no rungs: each trial scored on all its search
+    questions at once. The division, its seed and the question order are the space's."""
+    data = yaml.safe_load(space_file.read_text())
+    data.setdefault("selection", {}).update(pruner="none", rungs=[])
+    path = folder / f"{space_file.stem}-no-pruning.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
+
+
+@dataclass
+class Arm:
+    """One arm's trials and what they cost, in question-evaluations counted from the samples
+    (a task can have fewer search questions than the limit; a reused row carries its source's)."""
+
+    label: str
+    trials: list[dict[str, Any]]
+    confirmed: list[dict[str, Any]]
+    search: int
+    heldout: int
+    references: list[dict[str, Any]]
+    reference_cost: int
+    wall: float | None = None
+
+    @property
+    def total(self) -> int:
+        return self.search + self.heldout + self.reference_cost
+
+    @property
+    def winner(self) -> dict[str, Any]:
+        return max(self.confirmed, key=lambda r: r["heldout_objective"])
+
+
+def study_rows(board: Leaderboard, study: str) -> list[dict[str, Any]]:
+    return [r for r in board.snapshot({"trials": "created_at"}).get("trials", []) if r["study"] == study]
+
+
+def as_run(board: Leaderboard, study: str, label: str, wall: float | None) -> Arm:
+    """A study as it ran: its trials, the ones it confirmed, its reference models."""
+    rows = study_rows(board, study)
+    trials = sorted((r for r in rows if r["trial_number"] is not None), key=lambda r: r["trial_number"])
+    refs = [r for r in rows if r["trial_number"] is None and r["source"] != "check"]
+    confirmed = [r for r in trials if r["heldout_objective"] is not None]
+    return Arm(
+        label,
+        trials,
+        confirmed,
+        search=sum(questions(board, r["id"], "search") for r in trials),
+        heldout=sum(questions(board, r["id"]) for r in confirmed),
+        references=refs,
+        reference_cost=sum(questions(board, r["id"]) + questions(board, r["id"], "search") for r in refs),
+        wall=wall,
+    )
+
+
+def replayed(board: Leaderboard, pruned: Arm, study: str, confirm_top: int, confirm_at: str) -> Arm:
+    """The pruned arm's trials without pruning: each pruned trial's check row (scored in full)
+    stands in for it; the top K confirmed as the space says. A trial confirmed here is
+    confirmed in the pruned arm too (fewer trials compete there) or is a pruned trial, whose
+    check row has its held-out score."""
+    check = {r["recipe_hash"]: r for r in study_rows(board, study) if r["source"] == "check"}
+    full = [check.get(r["recipe_hash"], r) if r["status"] == "pruned" else r for r in pruned.trials]
+    done: list[float] = []
+    confirmed = []
+    for r in full:
+        if r["objective"] is None:
+            continue
+        if sum(v > r["objective"] for v in done) < confirm_top:
+            confirmed.append(r)  # in the top K as it finishes
+        done.append(r["objective"])
+    if confirm_at == "end":  # the top K of the whole study
+        confirmed = [r for r in confirmed if sum(v > r["objective"] for v in done) < confirm_top]
+    return Arm(
+        "no pruning (same trials, replayed)",
+        full,
+        confirmed,
+        search=sum(questions(board, r["id"], "search") for r in full),
+        heldout=sum(questions(board, r["id"]) for r in confirmed),
+        references=pruned.references,
+        reference_cost=pruned.reference_cost,
+    )
+
+
+def table(board: Leaderboard, arms: tuple[Arm, Arm], title: str, models: dict[str, str]) -> str:
+    """The Markdown comparison of the pruned arm (first) and the no-pruning arm."""
+    lines = [title, "", "| | " + " | ".join(a.label for a in arms) + " |", "|---|---|---|"]
+
+    def row(label: str, cells: list[Any]) -> None:
+        lines.append(f"| {label} | " + " | ".join(str(c) for c in cells) + " |")
+
+    row(
+        "trials (pruned)",
+        [f"{len(a.trials)} ({sum(r['status'] == 'pruned' for r in a.trials)})" for a in arms],
+    )
+    row("search wall time", [f"{a.wall:.0f} s" if a.wall else "not run here" for a in arms])
+    row("search question-evaluations", [a.search for a in arms])
+    row("held-out question-evaluations (confirmations)", [a.heldout for a in arms])
+    row("references' question-evaluations", [a.reference_cost for a in arms])
+    row("total", [a.total for a in arms])
+    row("share of the no-pruning cost", [f"{a.total / arms[1].total:.0%}" for a in arms])
+    row("confirmed trials", [", ".join(str(r["trial_number"]) for r in a.confirmed) for a in arms])
+    row(
+        "winner: held-out objective",
+        [f"{a.winner['name']}: {a.winner['heldout_objective']:.3f}" for a in arms],
+    )
+    row(
+        "winner: search objective - held-out objective",
+        [f"{a.winner['objective'] - a.winner['heldout_objective']:+.3f}" for a in arms],
+    )
+    best_search = [
+        max(
+            (r for r in a.trials if r["objective"] is not None and r["status"] == "ok"),
+            key=lambda r: r["objective"],
+        )
+        for a in arms
+    ]
+    row(
+        "best search objective: its held-out objective",
+        [
+            f"{b['name']}: {b['objective']:.3f} / "
+            + ("not confirmed" if b["heldout_objective"] is None else f"{b['heldout_objective']:.3f}")
+            for b in best_search
+        ],
+    )
+    for label, model in models.items():
+        cells = []
+        for a in arms:
+            ref = next((r for r in a.references if r["model_ref"] == model), None)
+            cells.append(
+                "no reference row"
+                if ref is None
+                else f"({ref['heldout_objective']:.3f}) " + paired(board, a.winner["id"], ref["id"])
+            )
+        row(f"winner - {label}, held-out, paired", cells)
+    lines += [
+        "",
+        "pruned-arm winner - no-pruning winner (held-out, paired): "
+        + paired(board, arms[0].winner["id"], arms[1].winner["id"]),
+    ]
+    return "\n".join(lines) + "\n"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--space", type=Path, default=Path("search/demo.yaml"))
     parser.add_argument("--budget", type=int, default=12)
     parser.add_argument("--db", type=Path, default=Path("results/selection.duckdb"))
     parser.add_argument("--out", type=Path, default=Path("results/selection.md"))
-    parser.add_argument("--skip-run", action="store_true", help="Use the study already in --db.")
+    parser.add_argument(
+        "--arms",
+        choices=("replay", "studies"),
+        default=None,
+        help="replay: the no-pruning arm replays the pruned study's trials (budget within the "
+        "sampler's start-up); studies: it is a second study (default past the start-up).",
+    )
+    parser.add_argument(
+        "--skip-run",
+        action="store_true",
+        help="Run no study: use what --db has (a study with --budget trials is never rerun).",
+    )
     args = parser.parse_args()
 
     from harness.search import SearchOptions, SearchRunner, load_space
 
     space = load_space(args.space)
+    startup = int(space.sampler.options.get("n_startup_trials", 10))
+    mode = args.arms or ("replay" if args.budget <= startup else "studies")
     study = f"{space.name}-pruned"
-    wall = None if args.skip_run else run_search(args.space.resolve(), study, args.budget, args.db)
+    wall = None
+    if not args.skip_run and finished(args.db, study) < args.budget:
+        wall = run_search(args.space.resolve(), study, args.budget, args.db)
     runner = SearchRunner(
         space, SearchOptions(budget=1, db=args.db, study_name=study), console=Console(stderr=True)
     )
     board = runner.board
-
-    def rows() -> list[dict[str, Any]]:
-        return [r for r in board.snapshot({"trials": "created_at"}).get("trials", []) if r["study"] == study]
-
-    trials = sorted((r for r in rows() if r["trial_number"] is not None), key=lambda r: r["trial_number"])
-    checked = {r["recipe_hash"] for r in rows() if r["source"] == "check"}
-    for r in trials:
-        if r["status"] == "pruned" and r["recipe_hash"] not in checked:
-            runner.rescore(r["id"], "scored in full, to measure pruning", source="check", search=True)
-    every = rows()
-    check = {r["recipe_hash"]: r for r in every if r["source"] == "check"}
-    refs = [r for r in every if r["trial_number"] is None and r["source"] != "check"]
-    per_task = runner.limit or 0
-    n_tasks = len({s["task"] for s in board.samples([trials[0]["id"]], partitions=("search",))})
-
-    # Arm 1, as it ran.
-    # Counted from the samples: a task can have fewer search questions than the limit
-    # (MMLU marketing searches on its 25 validation questions).
-    pruned_search = sum(questions(board, r["id"], "search") for r in trials)
-    pruned_confirmed = [r for r in trials if r["heldout_objective"] is not None]
-    pruned_heldout = sum(questions(board, r["id"]) for r in pruned_confirmed)
-    # Arm 2, replayed: every trial in full; the top K confirmed as the space says. A trial
-    # confirmed here is confirmed in arm 1 too (fewer trials compete there) or is a pruned
-    # trial, whose check row has its held-out score.
-    full = [check.get(r["recipe_hash"], r) if r["status"] == "pruned" else r for r in trials]
-    done: list[float] = []
-    full_confirmed = []
-    for r in full:
-        if r["objective"] is None:
-            continue
-        if sum(v > r["objective"] for v in done) < runner.confirm_top:
-            full_confirmed.append(r)  # in the top K as it finishes
-        done.append(r["objective"])
-    if runner.selection.confirm_at == "end":  # the top K of the whole study
-        full_confirmed = [
-            r for r in full_confirmed if sum(v > r["objective"] for v in done) < runner.confirm_top
-        ]
-    full_search = sum(questions(board, r["id"], "search") for r in full)
-    full_heldout = sum(questions(board, r["id"]) for r in full_confirmed)
-    ref_cost = sum(questions(board, r["id"]) + questions(board, r["id"], "search") for r in refs)
-
-    def winner(confirmed: list[dict[str, Any]]) -> dict[str, Any]:
-        return max(confirmed, key=lambda r: r["heldout_objective"])
-
-    arms = {
-        "pruned (rungs + Wilcoxon, as run)": (pruned_confirmed, pruned_search, pruned_heldout),
-        "no pruning (same trials, replayed)": (full_confirmed, full_search, full_heldout),
-    }
-    lines = [
-        f"Demo selection: `{args.space}`, {len(trials)} trials (sampler seed {space.sampler.seed}), "
-        f"{n_tasks} tasks x {per_task} search questions, confirm top {runner.confirm_top}; database `{args.db}`"
-        + (f"; the pruned search took {wall:.0f} s" if wall else ""),
-        "",
-        "| | " + " | ".join(arms) + " |",
-        "|---|---|---|",
-    ]
-
-    def row(label: str, cells: list[Any]) -> None:
-        lines.append(f"| {label} | " + " | ".join(str(c) for c in cells) + " |")
-
-    row("trials pruned", [sum(r["status"] == "pruned" for r in trials), 0])
-    row("search question-evaluations", [a[1] for a in arms.values()])
-    row("held-out question-evaluations (confirmations)", [a[2] for a in arms.values()])
-    row("total, with the references' " + str(ref_cost), [a[1] + a[2] + ref_cost for a in arms.values()])
-    total_pruned, total_full = (a[1] + a[2] + ref_cost for a in arms.values())
-    row("share of the no-pruning cost", [f"{total_pruned / total_full:.0%}", "100%"])
-    row("confirmed trials", [len(a[0]) for a in arms.values()])
-    winners = [winner(a[0]) for a in arms.values()]
-    row("winner: held-out objective", [f"{w['name']}: {w['heldout_objective']:.3f}" for w in winners])
-    row(
-        "winner: search objective - held-out objective",
-        [f"{w['objective'] - w['heldout_objective']:+.3f}" for w in winners],
+    pruned = as_run(board, study, "pruned (rungs + Wilcoxon, as run)", wall)
+    if mode == "replay":
+        checked = {r["recipe_hash"] for r in study_rows(board, study) if r["source"] == "check"}
+        for r in pruned.trials:
+            if r["status"] == "pruned" and r["recipe_hash"] not in checked:
+                runner.rescore(r["id"], "scored in full, to measure pruning", source="check", search=True)
+        pruned = as_run(board, study, pruned.label, wall)
+        full = replayed(board, pruned, study, runner.confirm_top, runner.selection.confirm_at)
+    else:
+        other = f"{space.name}-no-pruning"
+        full_wall = None
+        if not args.skip_run and finished(args.db, other) < args.budget:
+            other_space = no_pruning_space(args.space.resolve(), args.db.resolve().parent)
+            full_wall = run_search(other_space, other, args.budget, args.db)
+        board.refresh()
+        full = as_run(board, other, "no pruning (second study, same seed)", full_wall)
+    title = (
+        f"Demo selection: `{args.space}`, {len(pruned.trials)} trials per arm (sampler seed "
+        f"{space.sampler.seed}, {startup} start-up trials), {runner.limit} search questions per task, "
+        f"confirm top {runner.confirm_top}; database `{args.db}`"
     )
-    for label in ("base", "science", "commonsense"):
-        ref = next((r for r in refs if r["model_ref"] == space.models.get(label)), None)
-        if ref is not None:
-            row(
-                f"winner - {label} ({ref['heldout_objective']:.3f}), held-out, paired",
-                [paired(board, w["id"], ref["id"]) for w in winners],
-            )
-    lines += [
-        "",
-        f"pruned-arm winner - no-pruning winner (held-out, paired): {paired(board, winners[0]['id'], winners[1]['id'])}",
-    ]
-    text = "\n".join(lines) + "\n"
+    models = {
+        label: space.models[label] for label in ("base", "science", "commonsense") if label in space.models
+    }
+    text = table(board, (pruned, full), title, models)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(text)
     print(text)
