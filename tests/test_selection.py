@@ -428,7 +428,7 @@ def test_eval_seconds_add_up_every_rung_and_the_confirmation(tmp_path, tiny_mode
 ARC_NORM = {"name": "arc_norm", "parts": [{"task": "arc_challenge", "metric": "acc_norm", "key": "arc_norm"}]}
 
 
-def _confirm_space(where: Path, tiny_models, data, **selection) -> Path:
+def _confirm_space(where: Path, tiny_models, data, methods: dict | None = None, **selection) -> Path:
     # acc_norm on 12 questions: the tiny merges' objectives differ (acc is 0 for all of them).
     return write_space(
         where,
@@ -438,6 +438,7 @@ def _confirm_space(where: Path, tiny_models, data, **selection) -> Path:
         suites=[ARC_NORM],
         objective={"maximize": {"arc_norm": 1.0}},
         selection={"heldout_limit": 4, "confirm_top": 2, **selection},
+        **({"methods": methods} if methods else {}),
     )
 
 
@@ -499,24 +500,14 @@ def test_kept_weights_wait_for_the_next_run_when_one_stops_early(tmp_path, tiny_
 def test_a_reused_trial_in_the_top_k_is_built_again_and_confirmed(tmp_path, tiny_models, data):
     """Another study scored this recipe without confirming it; this study reuses its search
     scores, and as the study's best it still gets its held-out confirmation."""
-    space = write_space(
-        tmp_path,
-        tiny_models,
-        data,
-        limit=12,
-        suites=[ARC_NORM],
-        objective={"maximize": {"arc_norm": 1.0}},
-        selection={"heldout_limit": 4, "confirm_top": 1},
-        methods={
-            "linear": {
-                "merge_method": "linear",
-                "models": [
-                    {"model": "$donor_a", "parameters": {"weight": 0.5}},
-                    {"model": "$donor_b", "parameters": {"weight": 0.5}},
-                ],
-            }
-        },
-    )
+    linear = {
+        "merge_method": "linear",
+        "models": [
+            {"model": "$donor_a", "parameters": {"weight": 0.5}},
+            {"model": "$donor_b", "parameters": {"weight": 0.5}},
+        ],
+    }
+    space = _confirm_space(tmp_path, tiny_models, data, methods={"linear": linear}, confirm_top=1)
     run(space, tmp_path, 1, study_name="first", confirm_top=0)
     runner, outcome = run(space, tmp_path, 1, study_name="second")
     assert outcome.reused == 1 and outcome.confirmed == 1
