@@ -527,6 +527,11 @@ def test_a_reused_trial_in_the_top_k_is_built_again_and_confirmed(tmp_path, tiny
     # The leaderboard ranks it, and its held-out numbers are the reference's paired questions.
     assert Leaderboard(tmp_path / "lb.duckdb").ranking(study="second")[0]["id"] == second_id
     assert not list(runner.kept.folder.iterdir())
+    # Within one study the recipe is confirmed once, as the first trial that drew it.
+    alone = tmp_path / "alone"
+    alone.mkdir()
+    _, outcome = run(space, alone, 3)
+    assert outcome.ran == 1 and outcome.reused == 2 and outcome.confirmed == 1
 
 
 def test_a_trial_whose_weights_cannot_be_kept_is_confirmed_at_once(tmp_path, tiny_models, data, monkeypatch):

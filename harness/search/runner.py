@@ -543,12 +543,16 @@ class SearchRunner:
         return self._finish(trial, record, summary, copy_from=source_id)
 
     def _weights_to_confirm(self, recipe: Any, record: TrialRecord) -> Any:
-        """A reused trial in the study's top K whose source was never confirmed (another
-        study's trial outside that study's top K, say) has no held-out score and no weights:
-        build it again for its confirmation, or it would be a top-K trial the leaderboard never
-        ranks. Its search scores stay reused. None when it needs no confirmation, or when the
-        build fails (warned: the trial stands, unconfirmed)."""
+        """A reused trial in the study's top K whose source is another study's unconfirmed
+        trial (outside that study's top K, say) has no held-out score and no weights: build it
+        again for its confirmation, or it would be a top-K trial the leaderboard never ranks.
+        Its search scores stay reused. A source in this study is in the top K too (an earlier
+        trial with the same score) and is confirmed itself: the recipe is confirmed once.
+        None when no build is needed, or when it fails (warned: the trial stands, unconfirmed)."""
         if record.heldout_objective is not None or not self._in_top(record.objective):
+            return None
+        source = self.board.trial(record.reused_from or "") or {}
+        if source.get("study") == self.study_name:
             return None
         try:
             return self._build(recipe, record)
