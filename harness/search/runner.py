@@ -473,6 +473,7 @@ class SearchRunner:
         trial.set_user_attr(WORKER, worker_identity())
         trial.set_user_attr(LEADERBOARD_ID, record.id)
         built = None
+        source: dict[str, Any] = {}  # the row a reused trial copies
         try:
             method = trial.suggest_categorical("method", list(self.space.methods))
             align = trial.suggest_categorical("align", list(self.space.align)) if self.space.align else None
@@ -493,7 +494,8 @@ class SearchRunner:
             ):
                 reused = self._find_scored(record.recipe_hash)
                 if reused:
-                    status = self._reuse(trial, record, reused)
+                    source = self.board.trial(reused) or {"id": reused}
+                    status = self._reuse(trial, record, source)
                 else:
                     built = self._build(recipe, record)
                     status = self._score_trial(trial, record, built.model, built.tokenizer, outcome)
@@ -518,7 +520,7 @@ class SearchRunner:
         self._say_trial(trial.number, record, status)
         # Told and recorded: a failure (or Ctrl-C) from here on leaves a complete trial.
         if status == "reused":
-            built = self._weights_to_confirm(recipe, record)
+            built = self._weights_to_confirm(recipe, record, source)
         if status in ("ok", "reused") and built is not None and self._in_top(record.objective):
             if self.selection.confirm_at == "end" and self._keep(record, built):
                 self._drop_fallen()
@@ -528,11 +530,11 @@ class SearchRunner:
         gc.collect()
         return status
 
-    def _reuse(self, trial: Any, record: TrialRecord, source_id: str) -> str:
+    def _reuse(self, trial: Any, record: TrialRecord, source: dict[str, Any]) -> str:
         """Record a trial whose recipe was already scored in full, from that row's scores
         (any study's): nothing is built or scored. The source's held-out score comes with it
         when the source was confirmed."""
-        source = self.board.trial(source_id) or {}
+        source_id = source["id"]
         record.reused_from = source_id
         record.fidelity = source.get("fidelity")
         record.heldout_objective = source.get("heldout_objective")
@@ -542,7 +544,7 @@ class SearchRunner:
         summary = self.board.suite_summary(source_id, partition=self.search_part)
         return self._finish(trial, record, summary, copy_from=source_id)
 
-    def _weights_to_confirm(self, recipe: Any, record: TrialRecord) -> Any:
+    def _weights_to_confirm(self, recipe: Any, record: TrialRecord, source: dict[str, Any]) -> Any:
         """A reused trial in the study's top K whose source is another study's unconfirmed
         trial (outside that study's top K, say) has no held-out score and no weights: build it
         again for its confirmation, or it would be a top-K trial the leaderboard never ranks.
@@ -551,7 +553,6 @@ class SearchRunner:
         None when no build is needed, or when it fails (warned: the trial stands, unconfirmed)."""
         if record.heldout_objective is not None or not self._in_top(record.objective):
             return None
-        source = self.board.trial(record.reused_from or "") or {}
         if source.get("study") == self.study_name:
             return None
         try:
