@@ -83,26 +83,17 @@ def largest_passthrough(template: dict) -> int:
     return total + (first[0] if first else 0)
 
 
-def _model_refs(template: object) -> set[str]:
-    """The model references a merge template reads (``model:`` and ``base_model:`` values)."""
-    if isinstance(template, list):
-        return {ref for item in template for ref in _model_refs(item)}
-    if not isinstance(template, dict):
-        return set()
-    found = {v for k, v in template.items() if k in ("model", "base_model") and isinstance(v, str)}
-    return found.union(*(_model_refs(v) for v in template.values()))
-
-
 def must_hold(space_path: Path) -> tuple[int, str]:
     """(bytes, how they were counted) for a space's peak: the models its merges read (kept
     resident) + the largest trial model, and a full-fine-tune alignment's reference, gradients
     and two Adam moments of it."""
+    from harness.recipe.validate import weight_references
     from harness.search.space import load_space
 
     space = load_space(space_path)
     templates = [space.template(method) for method in space.methods]
     # The build keeps a model resident from the first merge that reads it (DonorPool).
-    donors = {ref: model_bytes(ref) for template in templates for ref in _model_refs(template)}
+    donors = {ref: model_bytes(ref) for template in templates for ref in weight_references(template)}
     trial = max(donors.values())  # a merge of these models is their size ...
     for template in templates:  # ... unless depth up-scaling makes it larger
         if template.get("merge_method") == "passthrough":

@@ -165,6 +165,17 @@ def first_error(err: ValidationError) -> str:
 
 
 def _model_references(merge: dict[str, Any]) -> Iterator[str]:
+    """Every model a merge names: the ones whose weights it reads, and its tokenizer source."""
+    yield from weight_references(merge)
+    tok = merge.get("tokenizer_source")
+    if isinstance(tok, str) and tok not in ("union", "base"):
+        yield tok
+
+
+def weight_references(merge: dict[str, Any]) -> Iterator[str]:
+    """The models whose weights a merge config reads (base model, models, slice sources, in
+    modules too): what the build keeps resident. Works on a search space's templates, whose
+    parameters may still be distributions."""
     if isinstance(merge.get("base_model"), str):
         yield merge["base_model"]
     for entry in merge.get("models") or []:
@@ -176,9 +187,6 @@ def _model_references(merge: dict[str, Any]) -> Iterator[str]:
         for src in out_slice.get("sources") or []:
             if isinstance(src, dict) and isinstance(src.get("model"), str):
                 yield src["model"]
-    tok = merge.get("tokenizer_source")
-    if isinstance(tok, str) and tok not in ("union", "base"):
-        yield tok
 
 
 def _all_slices(merge: dict[str, Any]) -> Iterator[dict[str, Any]]:
