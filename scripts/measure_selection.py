@@ -113,6 +113,30 @@ class Arm:
         return max(self.confirmed, key=lambda r: r["heldout_objective"])
 
 
+def measured(
+    board: Leaderboard,
+    label: str,
+    trials: list[dict[str, Any]],
+    confirmed: list[dict[str, Any]],
+    references: list[dict[str, Any]],
+    wall: float | None = None,
+) -> Arm:
+    """An arm with its costs counted from the rows' samples: the trials' search questions, the
+    confirmed ones' held-out questions, the references' both."""
+    return Arm(
+        label,
+        trials,
+        confirmed,
+        search=sum(questions(board, r["id"], "search") for r in trials),
+        heldout=sum(questions(board, r["id"]) for r in confirmed),
+        references=references,
+        reference_cost=sum(
+            questions(board, r["id"]) + questions(board, r["id"], "search") for r in references
+        ),
+        wall=wall,
+    )
+
+
 def study_rows(board: Leaderboard, study: str) -> list[dict[str, Any]]:
     return [r for r in board.snapshot({"trials": "created_at"}).get("trials", []) if r["study"] == study]
 
@@ -123,16 +147,7 @@ def as_run(board: Leaderboard, study: str, label: str, wall: float | None) -> Ar
     trials = sorted((r for r in rows if r["trial_number"] is not None), key=lambda r: r["trial_number"])
     refs = [r for r in rows if r["trial_number"] is None and r["source"] != "check"]
     confirmed = [r for r in trials if r["heldout_objective"] is not None]
-    return Arm(
-        label,
-        trials,
-        confirmed,
-        search=sum(questions(board, r["id"], "search") for r in trials),
-        heldout=sum(questions(board, r["id"]) for r in confirmed),
-        references=refs,
-        reference_cost=sum(questions(board, r["id"]) + questions(board, r["id"], "search") for r in refs),
-        wall=wall,
-    )
+    return measured(board, label, trials, confirmed, refs, wall)
 
 
 def replayed(board: Leaderboard, pruned: Arm, study: str, confirm_top: int, confirm_at: str) -> Arm:
@@ -152,15 +167,7 @@ def replayed(board: Leaderboard, pruned: Arm, study: str, confirm_top: int, conf
         done.append(r["objective"])
     if confirm_at == "end":  # the top K of the whole study
         confirmed = [r for r in confirmed if sum(v > r["objective"] for v in done) < confirm_top]
-    return Arm(
-        "no pruning (same trials, replayed)",
-        full,
-        confirmed,
-        search=sum(questions(board, r["id"], "search") for r in full),
-        heldout=sum(questions(board, r["id"]) for r in confirmed),
-        references=pruned.references,
-        reference_cost=pruned.reference_cost,
-    )
+    return measured(board, "no pruning (same trials, replayed)", full, confirmed, pruned.references)
 
 
 def table(board: Leaderboard, arms: tuple[Arm, Arm], title: str, models: dict[str, str]) -> str:
