@@ -118,6 +118,19 @@ def test_find_scored_matches_hash_suites_and_limit(tmp_path):
     assert board.find_scored("zzz", "h4", 20) is None
 
 
+def test_find_scored_prefers_a_confirmed_row_then_the_original(tmp_path):
+    board = Leaderboard(tmp_path / "lb.duckdb")
+    first = board.record(
+        TrialRecord(name="a", source="search", recipe_hash="abc", suites="h4"), result(0.5, 0.4)
+    )
+    again = TrialRecord(name="b", source="search", recipe_hash="abc", suites="h4", eval_limit=20)
+    copy = board.record_copy(again, first)
+    assert board.find_scored("abc", "h4", 20) == first  # an unconfirmed copy: the original
+    with board.connect() as con:  # the copy confirmed on the held-out questions (as a search does)
+        con.execute("UPDATE trials SET heldout_objective = 0.4 WHERE id = ?", [copy])
+    assert board.find_scored("abc", "h4", 20) == copy
+
+
 def test_reused_trials_reuse_the_per_question_rows(tmp_path):
     from harness.evaluate.results import Sample
 

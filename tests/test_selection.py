@@ -527,6 +527,17 @@ def test_a_reused_trial_in_the_top_k_is_built_again_and_confirmed(tmp_path, tiny
     # The leaderboard ranks it, and its held-out numbers are the reference's paired questions.
     assert Leaderboard(tmp_path / "lb.duckdb").ranking(study="second")[0]["id"] == second_id
     assert not list(runner.kept.folder.iterdir())
+    # A third study reuses the confirmed row (the second study's copy, not the unconfirmed
+    # original): its held-out score comes along, and nothing is built or confirmed again.
+    _, outcome = run(space, tmp_path, 1, study_name="third")
+    assert outcome.reused == 1 and outcome.confirmed == 0
+    ((third_id, source, heldout_again),) = db_rows(
+        tmp_path, "SELECT id, reused_from, heldout_objective FROM trials WHERE study = 'third'"
+    )
+    assert source == second_id and heldout_again == heldout
+    assert db_rows(tmp_path, searched.format(third_id, "heldout")) == db_rows(
+        tmp_path, searched.format(second_id, "heldout")
+    )
     # Within one study the recipe is confirmed once, as the first trial that drew it.
     alone = tmp_path / "alone"
     alone.mkdir()

@@ -913,14 +913,16 @@ class Leaderboard:
         self, recipe_hash: str, suites: str, limit: int | None, split_rule: str | None = None
     ) -> str | None:
         """Id of an ok trial with this recipe already scored on the same suites, limit and split
-        (in full: a pruned trial's scores cover fewer questions)."""
+        (in full: a pruned trial's scores cover fewer questions). A row confirmed on the
+        held-out questions comes first, copy or not (its copy then needs no confirmation of its
+        own); then the original, oldest first."""
         if not self.path.exists():
             return None
         with self.connect(read_only=True) as con:
             row = con.execute(
                 """SELECT id FROM trials WHERE recipe_hash = ? AND suites = ? AND status = 'ok'
                    AND eval_limit IS NOT DISTINCT FROM ? AND split_rule IS NOT DISTINCT FROM ?
-                   AND reused_from IS NULL ORDER BY created_at LIMIT 1""",
+                   ORDER BY heldout_objective IS NULL, reused_from IS NOT NULL, created_at LIMIT 1""",
                 [recipe_hash, suites, limit, split_rule],
             ).fetchone()
         return row[0] if row else None
