@@ -682,7 +682,7 @@ class Leaderboard:
     def record_copy(self, trial: TrialRecord, source_id: str) -> str:
         """Record a trial whose recipe was already scored: copy that trial's scores.
 
-        The new row points at the original through ``reused_from``; nothing is rebuilt
+        The new row points at the row it copies through ``reused_from``; nothing is rebuilt
         or rescored.
         """
         trial.reused_from = source_id
