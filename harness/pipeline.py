@@ -9,18 +9,18 @@ recorded the same way everywhere.
 
 from __future__ import annotations
 
-import shutil
-import tempfile
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from harness.evaluate import EvalResult, evaluate_model, plan_evaluation
 from harness.evaluate.questions import Partition, QuestionOrder, SplitRule, question_order
 from harness.evaluate.suites import SuiteRef, suite_names
 from harness.record import Leaderboard, TrialRecord
+
+if TYPE_CHECKING:
+    from harness.evaluate.answers import RequestCache
 
 
 @dataclass(frozen=True)
@@ -78,11 +78,12 @@ class Scorer:
         tokenizer: Any,
         partition: Partition = "all",
         count: int | None = None,
-        cache: Path | None = None,
+        cache: RequestCache | None = None,
     ) -> EvalResult:
         """Score a loaded model on a partition's first ``count`` questions per task (default:
-        the full-fidelity count). ``cache`` (see :func:`request_cache`) makes a later call on
-        more questions of the same model compute only the new ones."""
+        the full-fidelity count). ``cache``, the model's answers so far (one per loaded model:
+        :mod:`harness.evaluate.answers`), makes a later call on more questions of the same
+        model compute only the new ones."""
         common: dict[str, Any] = {
             "data_dir": self.scoring.data_dir,
             "batch_size": self.scoring.batch_size,
@@ -123,14 +124,3 @@ class Scorer:
             raise
         self.record(record, result)
         return result
-
-
-@contextmanager
-def request_cache() -> Iterator[Path]:
-    """A file prefix for lm-eval's request cache, private to one model and deleted after: the
-    cache keys requests by their text, so it must never outlive the model that answered them."""
-    folder = Path(tempfile.mkdtemp(prefix="harness-requests-"))
-    try:
-        yield folder / "requests"
-    finally:
-        shutil.rmtree(folder, ignore_errors=True)

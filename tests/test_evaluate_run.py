@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -409,6 +410,33 @@ def test_the_machine_is_described_once_per_process(data: Path, tiny, monkeypatch
     assert described.call_count == 1
     assert "pretty_env_info" in lm_eval_compat._described
     assert lm_eval.evaluator.add_env_info is upstream  # the swap ends with the call
+
+
+def test_prompt_templates_are_compiled_once_with_the_same_prompts(data: Path, tiny, monkeypatch) -> None:
+    """lm-eval compiles a task's Jinja template for every document; inside evaluate_model each
+    template is compiled once. The scores and every logged prompt stay lm-eval's own, and the
+    swap ends with the call. Fails when lm-eval stops rendering through ``utils.apply_template``."""
+    import lm_eval.utils
+
+    from harness.evaluate import lm_eval_compat
+
+    _, model, tokenizer = tiny
+    upstream = lm_eval.utils.apply_template
+    compiled = mock.Mock(wraps=lm_eval.utils.env.from_string)
+    monkeypatch.setattr(lm_eval.utils.env, "from_string", compiled)
+    lm_eval_compat._compiled_template.cache_clear()
+    kw = {"limit": 3, "data_dir": data, "progress": False}
+    ours = evaluate_model(model, tokenizer, ["arc_challenge"], **kw)
+    assert 0 < compiled.call_count <= 4  # one per distinct template, not one per document
+    assert lm_eval.utils.apply_template is upstream
+    with monkeypatch.context() as m:  # lm-eval's own rendering, compiling per document
+        m.setattr(lm_eval_compat, "templates_compiled_once", contextlib.nullcontext)
+        stock = evaluate_model(model, tokenizer, ["arc_challenge"], **kw)
+    assert compiled.call_count > 4 * 3
+    assert ours.scores == stock.scores
+    assert [(s.task, s.doc_id, s.value) for s in ours.samples] == [
+        (s.task, s.doc_id, s.value) for s in stock.samples
+    ]
 
 
 def test_chosen_documents_are_upstreams_without_reading_the_rest(data: Path) -> None:

@@ -86,7 +86,7 @@ def test_chosen_questions_are_the_scored_ones_with_lm_evals_hash(tiny, data, tmp
     first, second = order.choose("search", 2), order.choose("search", 5)
     shuffled = {task: list(reversed(ids)) for task, ids in second.items()}
 
-    rows: list[int] = []  # requests that reach the model (past lm-eval's request cache)
+    rows: list[int] = []  # requests that reach the model (past the remembered answers)
     real = SharedPrefixHFLM._loglikelihood_tokens
 
     def counting(self, requests, *args, **kwargs):
@@ -94,8 +94,7 @@ def test_chosen_questions_are_the_scored_ones_with_lm_evals_hash(tiny, data, tmp
         return real(self, requests, *args, **kwargs)
 
     monkeypatch.setattr(SharedPrefixHFLM, "_loglikelihood_tokens", counting)
-    cache = tmp_path / "cache" / "requests"
-    cache.parent.mkdir()
+    cache: dict = {}
     kw = {"data_dir": data, "progress": False, "plan": plan, "partition": "search"}
     evaluate_model(model, tokenizer, suites, questions=first, cache=cache, **kw)
     rung = evaluate_model(model, tokenizer, suites, questions=shuffled, cache=cache, **kw)

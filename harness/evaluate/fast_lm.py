@@ -18,8 +18,8 @@ and log-softmaxes all of it (49k x 1,500 floats per sequence) to read a handful 
   cost more than another forward pass (a one-token choice is not padded to a 30-token one).
 
 Everything else (tasks, prompts, tokenisation, truncation rules, metrics, generation, rolling
-log-likelihoods, lm-eval's request cache) is lm-eval's own: only ``_loglikelihood_tokens`` is
-overridden, and requests it cannot serve exactly as stock would (a context plus continuation
+log-likelihoods) is lm-eval's own: only ``_loglikelihood_tokens`` is overridden (and
+``loglikelihood`` only to remember answers across a trial's rungs, :mod:`harness.evaluate.answers`), and requests it cannot serve exactly as stock would (a context plus continuation
 longer than the model's window, which lm-eval truncates from the left) go to stock
 ``HFLM``. Per-request log-likelihoods equal stock's to float rounding (the test asserts 1e-4
 in float32) and every greedy flag and accuracy exactly.
@@ -38,11 +38,11 @@ from lm_eval.models.huggingface import HFLM
 from tqdm import tqdm
 
 from harness.evaluate import transformers_compat as tc
+from harness.evaluate.answers import Answer, RemembersAnswers
 
 log = logging.getLogger(__name__)
 
 Request = tuple[tuple[str, str] | None, list[int], list[int]]
-Answer = tuple[float, bool]
 
 # Padded tokens per batch (rows x longest context). On a CPU this is about where larger
 # batches stop paying; on a GPU it starts high and halves on out-of-memory.
@@ -125,7 +125,7 @@ class _Question:
     requests: list[int]
 
 
-class SharedPrefixHFLM(HFLM):
+class SharedPrefixHFLM(RemembersAnswers, HFLM):
     """``HFLM`` whose log-likelihoods share each context's forward pass among its choices.
 
     ``batch_tokens`` caps rows x padded length per forward pass; ``pass_tokens`` is what one

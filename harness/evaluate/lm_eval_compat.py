@@ -16,6 +16,7 @@ import copy
 import json
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from functools import lru_cache
 from typing import Any
 
 from lm_eval.tasks import TaskManager
@@ -118,6 +119,39 @@ def machine_described_once() -> Iterator[None]:
         yield
     finally:
         evaluator.add_env_info = upstream
+
+
+@lru_cache(maxsize=4096)
+def _compiled_template(template: str) -> Any:
+    from lm_eval import utils
+
+    return utils.env.from_string(template)
+
+
+def _apply_compiled_template(template: str, doc: dict[str, Any]) -> str:
+    return str(_compiled_template(template).render(**doc))
+
+
+@contextmanager
+def templates_compiled_once() -> Iterator[None]:
+    """Within the context, lm-eval renders a task's Jinja prompt templates from one compiled
+    copy each instead of compiling the template again for every document.
+
+    ``lm_eval.utils.apply_template`` compiles its template on every call, and a task calls it
+    for each document's text, target and choices: 1,190 compilations in a warm three-rung
+    trial of the demo suite, 0.8 s of its 23 s under a profiler, while rendering took 0.05 s
+    (measured). The same environment compiles the same source to the same template, so the
+    prompts are identical. The swap is of the name ``lm_eval.api.task`` calls through
+    ``lm_eval.utils``, and is undone when the context closes.
+    """
+    from lm_eval import utils
+
+    upstream = utils.apply_template
+    utils.apply_template = _apply_compiled_template
+    try:
+        yield
+    finally:
+        utils.apply_template = upstream
 
 
 def doc_hash(doc: Any) -> str:

@@ -8,7 +8,7 @@ import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from harness.errors import HarnessError
 from harness.evaluate.datasources import data_roots, datasets_bars_off
@@ -16,6 +16,9 @@ from harness.evaluate.questions import Partition, Questions
 from harness.evaluate.results import Composition, EvalResult, Sample, Score, pooled_stderr
 from harness.evaluate.suites import Suite, SuiteRef, resolve_suites
 from harness.evaluate.tasks import EvalPlan, Node, Target, build_plan, run_task_manager
+
+if TYPE_CHECKING:
+    from harness.evaluate.answers import RequestCache
 
 _NON_METRIC_KEYS = {"alias", "name", "sample_len", "sample_count"}
 
@@ -43,7 +46,7 @@ def evaluate_model(
     device: str | None = None,
     questions: Questions | None = None,
     partition: Partition = "all",
-    cache: Path | None = None,
+    cache: RequestCache | None = None,
     plan: EvalPlan | None = None,
     fast: bool = True,
 ) -> EvalResult:
@@ -52,19 +55,19 @@ def evaluate_model(
     ``limit`` caps documents per lm-eval task (quick runs: the first N, as lm-eval's
     ``--limit``). ``questions`` instead names the doc ids of every leaf task to score
     (lm-eval's ``samples=``; see :mod:`harness.evaluate.questions`), and ``partition`` labels
-    them. ``cache`` is a file prefix for lm-eval's request cache: a later call with a superset
-    of the questions (the next rung) computes only the new ones and gets lm-eval's own numbers
-    for the whole set. Tasks without data anywhere yield rows with value None and a
+    them. ``cache`` remembers the model's answers (:mod:`harness.evaluate.answers`; one per
+    loaded model): a later call with a superset of the questions (the next rung) computes only
+    the new ones and gets lm-eval's own numbers for the whole set. Tasks without data anywhere yield rows with value None and a
     ``data_source`` saying why; the rest still runs. ``device`` moves the model there first
     (lm-eval uses the model's own device). ``fast`` scores log-likelihoods with
     :class:`~harness.evaluate.fast_lm.SharedPrefixHFLM` (same numbers, each context run once);
     False uses lm-eval's stock ``HFLM``.
     """
     import lm_eval
-    from lm_eval.models.huggingface import HFLM
 
+    from harness.evaluate.answers import RememberingHFLM
     from harness.evaluate.fast_lm import SharedPrefixHFLM
-    from harness.evaluate.lm_eval_compat import machine_described_once
+    from harness.evaluate.lm_eval_compat import machine_described_once, templates_compiled_once
 
     started = time.perf_counter()
     if questions is not None and limit is not None:
@@ -80,11 +83,12 @@ def evaluate_model(
     was_training = bool(getattr(model, "training", False))
     results: list[tuple[int | None, dict[str, Any]]] = []
     try:
-        with _progress(progress), machine_described_once():
+        with _progress(progress), machine_described_once(), templates_compiled_once():
             if plan.runs:  # wrapped once for every run; nothing to wrap when nothing has data
                 model.eval()
-                lm_class = SharedPrefixHFLM if fast else HFLM
+                lm_class = SharedPrefixHFLM if fast else RememberingHFLM
                 lm = lm_class(pretrained=model, tokenizer=tokenizer, batch_size=batch_size)
+                lm.answers = cache
             for run in plan.runs:
                 chosen = None
                 if questions is not None:
@@ -97,7 +101,6 @@ def evaluate_model(
                     num_fewshot=run.num_fewshot,
                     limit=limit,
                     samples=chosen,
-                    use_cache=str(cache) if cache is not None else None,
                     task_manager=task_manager,
                     log_samples=True,  # per-question results: the samples table
                 )

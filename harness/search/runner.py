@@ -19,7 +19,7 @@ import gc
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.markup import escape
@@ -30,7 +30,7 @@ from harness.build.loading import check_device
 from harness.errors import HarnessError, StoreUnavailable
 from harness.evaluate.questions import Partition
 from harness.evaluate.results import Composition, Sample
-from harness.pipeline import Scorer, Scoring, request_cache
+from harness.pipeline import Scorer, Scoring
 from harness.record import Leaderboard, RecordLog, TrialRecord, is_log_url
 from harness.search.confirm import KeptModels, KeptTrial
 from harness.search.optuna_compat import heartbeat, quiet_experimental, storage_trial_id
@@ -46,6 +46,9 @@ from harness.search.study import (
     question_values,
 )
 from harness.search.workers import is_alive, is_local, recipe_claim, worker_identity
+
+if TYPE_CHECKING:
+    from harness.evaluate.answers import RequestCache
 
 INTERRUPTED = "interrupted"
 WORKER = "worker"  # user attr: host, pid and start time of the process running the trial
@@ -645,29 +648,29 @@ class SearchRunner:
         self, trial: Any, record: TrialRecord, model: Any, tokenizer: Any, outcome: SearchOutcome | None
     ) -> str:
         """Score on the search questions rung by rung (each rung adds the next questions of every
-        task; lm-eval's request cache keeps earlier ones), letting the pruner stop a trial that
+        task; the model's remembered answers keep earlier ones), letting the pruner stop a trial that
         is significantly worse than the best one on the questions both saw."""
         rungs: list[int | None] = (
             [*self.selection.rungs, self.limit] if self.search_part == "search" else [self.limit]
         )
         reported: set[int] = set()
         scored = 0  # questions scored so far (each rung adds only new ones)
-        with request_cache() as cache:
-            for rung, count in enumerate(rungs, 1):
-                result = self.scorer.measure(model, tokenizer, self.search_part, count=count, cache=cache)
-                record.eval_seconds = (record.eval_seconds or 0.0) + result.seconds  # every rung
-                record.fidelity = count
-                questions = _questions(result)
-                if outcome is not None:
-                    outcome.questions += questions - scored
-                scored = questions
-                self._report(trial, result.samples, result.summary_parts, reported)
-                if rung < len(rungs) and trial.should_prune():
-                    self._set_objective(record, result.summary, result.summary_stderr)
-                    record.status = "pruned"
-                    record.error = f"pruned after {count} of {self.limit} search questions per task"
-                    self._close(trial, record, result=result, pruned=True)
-                    return "pruned"
+        answers: RequestCache = {}  # this model's, for its rungs only: keyed by request text
+        for rung, count in enumerate(rungs, 1):
+            result = self.scorer.measure(model, tokenizer, self.search_part, count=count, cache=answers)
+            record.eval_seconds = (record.eval_seconds or 0.0) + result.seconds  # every rung
+            record.fidelity = count
+            questions = _questions(result)
+            if outcome is not None:
+                outcome.questions += questions - scored
+            scored = questions
+            self._report(trial, result.samples, result.summary_parts, reported)
+            if rung < len(rungs) and trial.should_prune():
+                self._set_objective(record, result.summary, result.summary_stderr)
+                record.status = "pruned"
+                record.error = f"pruned after {count} of {self.limit} search questions per task"
+                self._close(trial, record, result=result, pruned=True)
+                return "pruned"
         return self._finish(trial, record, result.summary, result=result)
 
     def _report(
