@@ -7,7 +7,9 @@ wrong partitions, question ids or shots: ``test_chosen_questions_are_the_scored_
 (``tests/test_selection.py``) and, for reused tasks, ``test_tasks_are_built_once_per_process_and_reuse_gives_fresh_numbers``
 (``tests/test_evaluate_run.py``), and for the machine's description
 ``test_the_machine_is_described_once_per_process`` (the same file), and for picking a task's
-chosen documents ``test_chosen_documents_are_upstreams_without_reading_the_rest`` (the same file).
+chosen documents ``test_chosen_documents_are_upstreams_without_reading_the_rest`` (the same file),
+and for prompt templates ``test_prompt_templates_are_compiled_once_with_the_same_prompts`` (the
+same file).
 """
 
 from __future__ import annotations
