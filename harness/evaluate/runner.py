@@ -57,8 +57,8 @@ def evaluate_model(
     (lm-eval's ``samples=``; see :mod:`harness.evaluate.questions`), and ``partition`` labels
     them. ``cache`` remembers the model's answers (:mod:`harness.evaluate.answers`; one per
     loaded model): a later call with a superset of the questions (the next rung) computes only
-    the new ones and gets lm-eval's own numbers for the whole set. Tasks without data anywhere yield rows with value None and a
-    ``data_source`` saying why; the rest still runs. ``device`` moves the model there first
+    the new ones and gets lm-eval's own numbers for the whole set. Tasks without data anywhere
+    yield rows with value None and a ``data_source`` saying why; the rest still runs. ``device`` moves the model there first
     (lm-eval uses the model's own device). ``fast`` scores log-likelihoods with
     :class:`~harness.evaluate.fast_lm.SharedPrefixHFLM` (same numbers, each context run once);
     False uses lm-eval's stock ``HFLM``.
