@@ -3,8 +3,8 @@
 A study scored without pruning (every trial on all its search questions, e.g. the
 ``<name>-no-pruning`` arm of ``measure_selection.py --arms studies``) holds, per trial, the
 per-question results that every rung would have seen: a rung is the first N search questions
-of each task in the study's seeded order (:mod:`harness.evaluate.questions`), and the order is
-recomputed here from the stored document hashes. So any pruner can be replayed on it: each
+of each task in the study's seeded order (:mod:`harness.evaluate.questions`, read here as the
+harness reads it). So any pruner can be replayed on it: each
 trial, in trial-number order, reports to a real Optuna pruner what the runner would report
 (per-question shares of the objective for ``WilcoxonPruner``; the rung's objective for
 ``SuccessiveHalvingPruner``) and is stopped where the pruner says.
@@ -39,6 +39,7 @@ import optuna
 from measure_selection import questions, study_rows
 
 from harness.evaluate.results import Sample
+from harness.pipeline import Scorer, Scoring
 from harness.record import Leaderboard
 from harness.search.space import SearchSpace, load_space
 from harness.search.study import make_pruner, question_values
@@ -59,8 +60,10 @@ class Trial:
         return int(self.row["trial_number"])
 
     def objective(self, count: int | None) -> float:
-        """The search objective on the first ``count`` questions of each task (None: all)."""
-        return sum(sum(v[:count]) / len(v[:count]) for v in self.shares.values())
+        """The search objective on the first ``count`` questions of each task (None: all),
+        rounded to 12 places: two trials whose tasks' means add up to the same objective tie
+        exactly, whatever order float addition took (successive halving promotes ties)."""
+        return round(sum(sum(v[:count]) / len(v[:count]) for v in self.shares.values()), 12)
 
 
 @dataclass
@@ -76,11 +79,16 @@ class Replay:
 
 
 def load_trials(board: Leaderboard, space: SearchSpace, study: str) -> list[Trial]:
-    """The study's trials in number order, each with its search questions in the study's order.
-    A reused row's questions are its source's."""
+    """The study's trials in number order, each with its search questions in the study's order
+    (the harness's own division, :attr:`harness.pipeline.Scorer.order`). A reused row's
+    questions are its source's."""
     rule = space.selection.split
     if rule is None:
         raise SystemExit("the space has no search / held-out division: nothing to replay")
+    data_dir = Path(space.data_dir) if space.data_dir else None
+    order = Scorer(Scoring(suites=space.suite_refs, data_dir=data_dir, split=rule), board).order
+    searched = [(task, i) for task, part in order.tasks.items() for i in part.search]
+    steps = {question: n for n, question in enumerate(searched)}
     rows = sorted((r for r in study_rows(board, study) if r["trial_number"] is not None), key=_number)
     trials = []
     for row in rows:
@@ -93,26 +101,18 @@ def load_trials(board: Leaderboard, space: SearchSpace, study: str) -> list[Tria
             Sample(r["task"], r["num_fewshot"], r["doc_id"], r["doc_hash"], r["metric"], r["value"], None)
             for r in board.samples([source], partitions=("search",))
         ]
-        hashes = {(s.task, s.doc_id): s.doc_hash for s in samples}
-        keys = sorted(hashes)
-        index = {key: i for i, key in enumerate(keys)}
         values = question_values(
             samples,
             board.compositions([source], ("search",))[source],
             space.objective.weights,
-            lambda task, doc_id, index=index: index[(task, doc_id)],
+            lambda task, doc_id: steps[task, doc_id],
         )
-        by_task: dict[str, list[tuple[float, int, float]]] = {}
-        for (task, doc_id), i in index.items():
-            by_task.setdefault(task, []).append(
-                (rule.position(task, hashes[task, doc_id]), doc_id, values[i])
-            )
-        ordered = {task: sorted(v) for task, v in by_task.items()}
-        trial = Trial(
-            row,
-            {t: [x[2] for x in v] for t, v in ordered.items()},
-            {t: [x[1] for x in v] for t, v in ordered.items()},
-        )
+        doc_ids: dict[str, list[int]] = {}
+        for task, i in searched:  # in the study's order
+            if steps[task, i] in values:
+                doc_ids.setdefault(task, []).append(i)
+        shares = {task: [values[steps[task, i]] for i in ids] for task, ids in doc_ids.items()}
+        trial = Trial(row, shares, doc_ids)
         if not math.isclose(trial.objective(None), row["objective"], abs_tol=1e-9):
             raise SystemExit(
                 f"{row['name']}: shares add up to {trial.objective(None)}, the row says {row['objective']}"
@@ -262,7 +262,7 @@ def main() -> None:
         "| pruner | stopped at "
         + " / ".join(str(c) for c in rungs[:-1])
         + " | search question-evaluations (share) "
-        "| total (+ held-out + references) | share of no pruning | top 5 confirmed | their held-out objective "
+        f"| total (+ held-out + references) | share of no pruning | top {k} confirmed | their held-out objective "
         "| draws as without pruning |",
         "|---|---|---|---|---|---|---|---|",
     ]
@@ -294,9 +294,9 @@ def main() -> None:
 
 
 def check_as_run(board: Leaderboard, study: str, trials: list[Trial], wilcoxon: Replay) -> str:
-    """Compare the Wilcoxon replay with the pruned study as it ran, and check the recomputed
-    question order on it: a trial it stopped after N questions per task scored exactly the
-    first N of each task's order."""
+    """Compare the Wilcoxon replay with the pruned study as it ran, and check the question
+    order on it: a trial it stopped after N questions per task scored exactly the first N of
+    each task's order."""
     by_number = {t.number: t for t in trials}
     run: dict[int, int] = {}
     for row in study_rows(board, study):
@@ -306,12 +306,10 @@ def check_as_run(board: Leaderboard, study: str, trials: list[Trial], wilcoxon: 
         scored = {(s["task"], s["doc_id"]) for s in board.samples([row["id"]], partitions=("search",))}
         ordered = by_number[row["trial_number"]].doc_ids
         if scored != {(task, i) for task, ids in ordered.items() for i in ids[:count]}:
-            raise SystemExit(
-                f"{row['name']}: its questions are not the first {count} of the recomputed order"
-            )
+            raise SystemExit(f"{row['name']}: its questions are not the first {count} of the study's order")
     verdict = "matches it" if run == wilcoxon.stopped else "differs: " + _stops(wilcoxon.stopped)
     return (
-        f"Study `{study}` as run pruned {_stops(run)}, each on the first questions of the recomputed "
+        f"Study `{study}` as run pruned {_stops(run)}, each on the first questions of the study's "
         f"order; the Wilcoxon replay {verdict}."
     )
 

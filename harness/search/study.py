@@ -269,7 +269,7 @@ def make_pruner(selection: Any) -> Any:
     question* (paired), which is what makes a 0/1 score on a few dozen questions informative;
     a rung-average rule (halving) compares noisy means and stops a fixed share of trials at
     every rung, whatever the evidence. Replayed on the demo's 50 trials
-    (``scripts/replay_pruners.py``, README "Selection"), halving spent 77 % of the
+    (``scripts/replay_pruners.py``, README "Selection"), halving spent 78-81 % of the
     question-evaluations to Wilcoxon's 90 %, with the same top five: cheaper there, but with
     no bound on how often it stops the best trial.
     """
