@@ -19,9 +19,10 @@ and log-softmaxes all of it (49k x 1,500 floats per sequence) to read a handful 
 
 Everything else (tasks, prompts, tokenisation, truncation rules, metrics, generation, rolling
 log-likelihoods) is lm-eval's own: only ``_loglikelihood_tokens`` is overridden (and
-``loglikelihood`` only to remember answers across a trial's rungs, :mod:`harness.evaluate.answers`), and requests it cannot serve exactly as stock would (a context plus continuation
-longer than the model's window, which lm-eval truncates from the left) go to stock
-``HFLM``. Per-request log-likelihoods equal stock's to float rounding (the test asserts 1e-4
+``loglikelihood`` only to remember answers across a trial's rungs,
+:mod:`harness.evaluate.answers`), and requests it cannot serve exactly as stock would (a
+context plus continuation longer than the model's window, which lm-eval truncates from the
+left) go to stock ``HFLM``. Per-request log-likelihoods equal stock's to float rounding (the test asserts 1e-4
 in float32) and every greedy flag and accuracy exactly.
 """
 

@@ -648,8 +648,8 @@ class SearchRunner:
         self, trial: Any, record: TrialRecord, model: Any, tokenizer: Any, outcome: SearchOutcome | None
     ) -> str:
         """Score on the search questions rung by rung (each rung adds the next questions of every
-        task; the model's remembered answers keep earlier ones), letting the pruner stop a trial that
-        is significantly worse than the best one on the questions both saw."""
+        task; the model's remembered answers keep earlier ones), letting the pruner stop a trial
+        that is significantly worse than the best one on the questions both saw."""
         rungs: list[int | None] = (
             [*self.selection.rungs, self.limit] if self.search_part == "search" else [self.limit]
         )
