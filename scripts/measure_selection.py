@@ -130,11 +130,19 @@ def measured(
         search=sum(questions(board, r["id"], "search") for r in trials),
         heldout=sum(questions(board, r["id"]) for r in confirmed),
         references=references,
-        reference_cost=sum(
-            questions(board, r["id"]) + questions(board, r["id"], "search") for r in references
-        ),
+        reference_cost=reference_cost(board, references),
         wall=wall,
     )
+
+
+def reference_cost(board: Leaderboard, references: list[dict[str, Any]]) -> int:
+    """Question-evaluations of the reference models: a study scores them on both parts."""
+    return sum(questions(board, r["id"]) + questions(board, r["id"], "search") for r in references)
+
+
+def is_reference(row: dict[str, Any]) -> bool:
+    """A reference model's row (the base, a donor): not a trial, nor a pruned trial's check."""
+    return row["trial_number"] is None and row["source"] != "check"
 
 
 def study_rows(board: Leaderboard, study: str) -> list[dict[str, Any]]:
@@ -145,7 +153,7 @@ def as_run(board: Leaderboard, study: str, label: str, wall: float | None) -> Ar
     """A study as it ran: its trials, the ones it confirmed, its reference models."""
     rows = study_rows(board, study)
     trials = sorted((r for r in rows if r["trial_number"] is not None), key=lambda r: r["trial_number"])
-    refs = [r for r in rows if r["trial_number"] is None and r["source"] != "check"]
+    refs = [r for r in rows if is_reference(r)]
     confirmed = [r for r in trials if r["heldout_objective"] is not None]
     return measured(board, label, trials, confirmed, refs, wall)
 

@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 import optuna
-from measure_selection import questions, study_rows
+from measure_selection import is_reference, questions, reference_cost, study_rows
 
 from harness.evaluate.results import Sample
 from harness.pipeline import Scorer, Scoring
@@ -250,8 +250,7 @@ def main() -> None:
         raise SystemExit(f"study {args.study} confirmed no trial: no held-out cost to count")
     # Every confirmation scores the same held-out questions.
     per_confirmation = questions(board, measured[0].row["reused_from"] or measured[0].row["id"])
-    refs = [r for r in study_rows(board, args.study) if r["trial_number"] is None and r["source"] != "check"]
-    reference_cost = sum(questions(board, r["id"]) + questions(board, r["id"], "search") for r in refs)
+    references = reference_cost(board, [r for r in study_rows(board, args.study) if is_reference(r)])
     k = selection.confirm_top
     full_cost = None
     full_search = sum(len(ids) for t in trials for ids in t.doc_ids.values())
@@ -269,7 +268,7 @@ def main() -> None:
     for r in replays:
         search = sum(sum(len(ids[: r.stopped.get(t.number)]) for ids in t.doc_ids.values()) for t in trials)
         chosen = top(r.finished(trials), k)
-        total = search + per_confirmation * len(chosen) + reference_cost
+        total = search + per_confirmation * len(chosen) + references
         full_cost = full_cost or total
         at = " / ".join(str(sum(1 for c in r.stopped.values() if c == count)) for count in rungs[:-1])
         scores = ", ".join(
