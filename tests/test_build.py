@@ -119,18 +119,25 @@ def test_in_memory_build_draws_no_random_weights(tiny_models, pool):
     assert built.model.model.rotary_emb.inv_freq.isfinite().all()  # buffers are still computed
 
 
-def test_donors_stay_untouched_and_resident(tiny_models, pool):
+def test_donors_stay_untouched_and_resident(tiny_models):
+    """The pool passed in is the one the build reads and fills (an empty pool once counted as
+    no pool, so every build of a search loaded its donors again), a second build reads the
+    same resident tensors, and training a merged model never writes through to them."""
     config = method_configs(tiny_models)["ties"]
     resolved = resolve_recipe(recipe_from_dict({"merge": config}))
     before = {k: v.clone() for k, v in load_file(str(tiny_models["donor_a"] / "model.safetensors")).items()}
+    pool = DonorPool()
     built = build_model(resolved, pool=pool)
+    assert len(pool) == 3  # base, donor_a, donor_b
+    ref = next(r for r in resolved.merge_config.referenced_models() if str(tiny_models["donor_a"]) in str(r))
+    resident = pool.state_dict(ref)
     with torch.no_grad():  # training the merged model must not write through to donor tensors
         for p in built.model.parameters():
             p.add_(1.0)
-    ref = next(r for r in resolved.merge_config.referenced_models() if str(tiny_models["donor_a"]) in str(r))
-    resident = pool.state_dict(ref)
     for name, tensor in before.items():
         assert torch.equal(resident[name], tensor)
+    build_model(resolved, pool=pool)
+    assert len(pool) == 3 and pool.state_dict(ref) is resident
 
 
 def test_dus_build_saves_a_loadable_deeper_model(tiny_models, tmp_path):

@@ -91,7 +91,8 @@ def build_model(
     chosen = choose_route(resolved, route)
     aligning = resolved.recipe.align is not None
     if chosen == "memory":
-        built = _build_in_memory(resolved, pool or DonorPool(), device)
+        # not `pool or ...`: a pool with nothing loaded yet is empty, hence falsy
+        built = _build_in_memory(resolved, DonorPool() if pool is None else pool, device)
         release_freed_memory()  # the merge's temporaries, before DPO allocates its own
     else:  # with align, the on-disk merge is only an intermediate: the aligned model is saved below
         built = _build_on_disk(resolved, None if aligning else out_dir, device)
