@@ -150,8 +150,9 @@ class Stopwatch:
 def in_harness(
     scorer: Any, resolved: Any, pool: Any, watch: Stopwatch | None = None
 ) -> tuple[float, dict[tuple[str, str, int | None], float]]:
-    """One trial: merge in memory, score, record."""
+    """One trial: merge in memory, score, record, then what a search does at a trial's end."""
     from harness.build import build_model
+    from harness.memory import freeze_survivors
     from harness.record import TrialRecord
 
     watch = watch or Stopwatch()
@@ -167,6 +168,8 @@ def in_harness(
         build_seconds=built.seconds,
     )
     result = scorer.score_and_record(built.model, built.tokenizer, record)
+    del built
+    freeze_survivors()  # as a search ends each trial
     seconds = time.perf_counter() - started
     scores = {(s.task, s.metric, s.num_fewshot): s.value for s in result.scores if s.value is not None}
     return seconds, scores

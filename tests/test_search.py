@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import gc
 import io
 import json
 import re
+import weakref
 from pathlib import Path
 
 import duckdb
@@ -252,6 +254,47 @@ def test_failing_trial_is_recorded_and_the_study_goes_on(tmp_path, tiny_models, 
     assert set(rows) == {"ok", "failed"} and "cannot be merged" in rows["failed"]
     states = sorted(t.state.name for t in runner.study.trials)
     assert states == ["COMPLETE", "COMPLETE", "FAIL"]
+
+
+def test_what_outlives_a_trial_is_frozen_and_no_model_with_it(tmp_path, tiny_models, data, monkeypatch):
+    """Each trial's end freezes the survivors so that the collections after every stage skip
+    the process's long-lived state (``harness.memory.freeze_survivors``). A model or tokenizer
+    still referenced then (both sit in reference cycles) would never be collected: at every
+    freeze, each model and tokenizer built or loaded so far must already be gone. After the
+    run nothing stays frozen."""
+    import harness.build.loading as loading
+    import harness.search.runner as runner_module
+    from harness.search.runner import SearchRunner as Runner
+
+    alive: list[weakref.ref] = []
+    frozen_at: list[int] = []
+    build, load, freeze = Runner._build, loading.load_pretrained, runner_module.freeze_survivors
+
+    def watched_build(self, recipe, record):
+        built = build(self, recipe, record)
+        alive.extend([weakref.ref(built.model), weakref.ref(built.tokenizer)])
+        return built
+
+    def watched_load(*args, **kwargs):
+        model, tokenizer, path = load(*args, **kwargs)
+        alive.extend([weakref.ref(model), weakref.ref(tokenizer)])
+        return model, tokenizer, path
+
+    def checked_freeze():
+        gc.collect()
+        assert alive and all(ref() is None for ref in alive), "a model or tokenizer would be frozen"
+        freeze()
+        frozen_at.append(gc.get_freeze_count())
+
+    monkeypatch.setattr(Runner, "_build", watched_build)
+    monkeypatch.setattr(loading, "load_pretrained", watched_load)
+    monkeypatch.setattr(runner_module, "freeze_survivors", checked_freeze)
+    space = write_space(tmp_path, tiny_models, data)
+    _, outcome = run(space, tmp_path, 3)
+    assert outcome.ran == 3
+    # three trial ends and three confirmations (the top K at the end) froze the survivors
+    assert len(frozen_at) == 6 and min(frozen_at) > 10_000, frozen_at
+    assert gc.get_freeze_count() == 0
 
 
 def test_duplicate_recipe_is_not_rescored(tmp_path, tiny_models, data):

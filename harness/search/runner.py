@@ -30,6 +30,7 @@ from harness.build.loading import check_device
 from harness.errors import HarnessError, StoreUnavailable
 from harness.evaluate.questions import Partition
 from harness.evaluate.results import Composition, Sample
+from harness.memory import freeze_survivors, survivors_frozen
 from harness.pipeline import Scorer, Scoring
 from harness.record import Leaderboard, RecordLog, TrialRecord, is_log_url
 from harness.search.confirm import KeptModels, KeptTrial
@@ -296,6 +297,11 @@ class SearchRunner:
     # -- the loop ------------------------------------------------------------------------
 
     def run(self) -> SearchOutcome:
+        """The study's references, then trials until the budget, then the confirmations."""
+        with survivors_frozen():  # each trial's end freezes what outlives it (harness.memory)
+            return self._run()
+
+    def _run(self) -> SearchOutcome:
         start = time.perf_counter()
         outcome = SearchOutcome(self.study_name, len(self.finished_trials()), 0, 0, 0, 0.0)
         columns = progress_columns(None, TextColumn("{task.fields[best]}"))
@@ -383,7 +389,7 @@ class SearchRunner:
                 self._warn(f"reference {ref} failed: {record.error[:200]}")
                 continue
             finally:
-                gc.collect()
+                gc.collect()  # not frozen here: after a failure the model may still be referenced
             scored.append(record)
         return scored
 
@@ -529,8 +535,8 @@ class SearchRunner:
                 self._drop_fallen()
             else:
                 self._confirm(record, built.model, built.tokenizer, outcome)
-        del built
-        gc.collect()
+        del built  # the model and tokenizer sit in reference cycles: gone before the freeze
+        freeze_survivors()
         return status
 
     def _reuse(self, trial: Any, record: TrialRecord, source: dict[str, Any]) -> str:
@@ -627,8 +633,8 @@ class SearchRunner:
                 if self._confirm(record, model, tokenizer, outcome):
                     self.kept.drop(entry.path)
             finally:
-                del model
-                gc.collect()
+                del model, tokenizer  # both sit in reference cycles: gone before the freeze
+                freeze_survivors()
 
     def _confirm(
         self, record: TrialRecord, model: Any, tokenizer: Any, outcome: SearchOutcome | None
