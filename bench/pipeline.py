@@ -278,8 +278,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     args = parser.parse_args(argv)
+    from harness.memory import survivors_frozen
+
     print_machine()
-    print_markdown(run(args))
+    with survivors_frozen():  # each trial freezes its survivors, as in a search; undone at the end
+        rows = run(args)
+    print_markdown(rows)
 
 
 if __name__ == "__main__":
