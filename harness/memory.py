@@ -42,9 +42,9 @@ def release_freed_memory() -> None:
 
 
 def freeze_survivors() -> None:
-    """A unit of work (a trial, a confirmation) has ended and its objects
-    are released: collect its garbage, then freeze what is left, the process's long-lived
-    state, so that later collections skip it.
+    """A unit of work (a trial, a confirmation) has ended and its objects are released:
+    collect its garbage, then freeze what is left, the process's long-lived state, so that
+    later collections skip it.
 
     Measured on the demo proxy suite: 0.8 million tracked objects after the first trial, a
     full collection 0.49-0.57 s; after the freeze, under 1 ms. Frozen objects are still freed
