@@ -41,6 +41,7 @@ from measure_selection import is_reference, questions, reference_cost, study_row
 from harness.evaluate.results import Sample
 from harness.pipeline import Scorer, Scoring
 from harness.record import Leaderboard
+from harness.search.optuna_compat import tpe_good_group_size
 from harness.search.space import SearchSpace, load_space
 from harness.search.study import make_pruner, question_values
 
@@ -161,17 +162,12 @@ def replay(
     return result
 
 
-def tpe_gamma(n: int) -> int:
-    """Optuna's default TPE ``gamma``: the size of the good group among n trials."""
-    return min(math.ceil(0.1 * n), 25)
-
-
 def first_divergent_draw(trials: list[Trial], stopped: dict[int, int], startup: int) -> int | None:
     """The first trial number whose TPE draw would see a different good group than without
     pruning (None: every draw is the same). Ties keep trial order, as TPE's stable sort does."""
     for n in range(startup, len(trials)):
         done = trials[:n]
-        gamma = tpe_gamma(n)
+        gamma = tpe_good_group_size(n)
         full = {t.number for t in sorted(done, key=lambda t: -t.row["objective"])[:gamma]}
         kept = [t for t in done if t.number not in stopped]
         if len(kept) < gamma:

@@ -9,7 +9,7 @@ import warnings
 import optuna
 from optuna.trial import TrialState
 
-from harness.search.optuna_compat import heartbeat, storage_trial_id
+from harness.search.optuna_compat import heartbeat, storage_trial_id, tpe_good_group_size
 from harness.search.study import StaleTrials, open_storage
 
 
@@ -34,3 +34,9 @@ def test_heartbeat_keeps_an_ask_tell_trial_alive_and_its_absence_fails_it(tmp_pa
     # Re-queued with the same parameters; the failed one no longer counts as finished.
     assert trials[1].state == TrialState.WAITING and trials[1].params == trials[0].params
     assert StaleTrials.retried(trials) == {0}
+
+
+def test_tpe_good_group_is_the_default_gammas() -> None:
+    """The replay of pruners assumes TPE's default good group for one objective: the best 10 %
+    of the finished trials, rounded up, at most 25."""
+    assert [tpe_good_group_size(n) for n in (1, 10, 11, 50, 250, 300)] == [1, 1, 2, 5, 25, 25]

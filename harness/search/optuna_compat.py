@@ -2,7 +2,9 @@
 
 Optuna's heartbeat runs inside ``study.optimize`` only; the search drives trials with
 ask/tell, so it starts the same heartbeat thread itself. Closing a trial left RUNNING by a
-dead process needs its storage id, which Optuna keeps private on ``FrozenTrial``.
+dead process needs its storage id, which Optuna keeps private on ``FrozenTrial``. Replaying
+a study (``scripts/replay_pruners.py``) needs the size of TPE's "good" group, which Optuna's
+default ``gamma`` (private) decides.
 If an Optuna upgrade moves either, the boundary test fails by name. The public APIs Optuna
 still flags experimental (heartbeats, retries, TPE ``group``, WilcoxonPruner) are used inside
 :func:`quiet_experimental`.
@@ -19,6 +21,13 @@ from typing import Any
 def storage_trial_id(trial: Any) -> int:
     """The storage's id of a Trial or FrozenTrial (not its number)."""
     return int(trial._trial_id)
+
+
+def tpe_good_group_size(n: int) -> int:
+    """How many of ``n`` finished trials TPE with its default ``gamma`` models as "good"."""
+    from optuna.samplers._tpe.sampler import default_gamma
+
+    return int(default_gamma(n))
 
 
 @contextlib.contextmanager
