@@ -23,6 +23,7 @@ from typing import Any
 import torch
 
 from bench.table import print_machine, print_markdown
+from harness.evaluate.transformers_compat import CACHE_NAMES
 
 _REPO = Path(__file__).resolve().parents[1]
 
@@ -45,7 +46,7 @@ class ForwardCounter:
         ids = kwargs.get("input_ids", args[0] if args else None)
         shape = ids.shape if ids is not None else kwargs["inputs_embeds"].shape[:2]
         batch, length = shape
-        past = kwargs.get("past_key_values")
+        past = next((kwargs[n] for n in CACHE_NAMES if kwargs.get(n) is not None), None)
         cached = past.get_seq_length() if past is not None and hasattr(past, "get_seq_length") else 0
         self.tokens += batch * length
         # QK^T and AV: 2 × 2 × hidden per (query, key) pair, causal keys = cached + (length + 1) / 2.

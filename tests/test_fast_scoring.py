@@ -146,6 +146,99 @@ def test_a_model_the_fast_path_cannot_serve_is_scored_by_stock(tiny) -> None:
     assert fast._loglikelihood_tokens(requests, disable_tqdm=True) == expected
 
 
+class _TakesPastKeyValues(torch.nn.Module):
+    """A causal LM whose forward takes and returns its key/value cache as ``past_key_values``
+    (transformers before 5.25, and models not yet renamed), whatever the installed release
+    calls it."""
+
+    cache_name = "past_key_values"
+
+    def __init__(self, inner: Any) -> None:
+        super().__init__()
+        self.inner = inner
+        self.config = inner.config
+        self.device = inner.device
+        self.name_or_path = inner.name_or_path
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
+        past_key_values: Any = None,
+        use_cache: bool | None = None,
+        logits_to_keep: int = 0,
+    ) -> Any:
+        return self._call(input_ids, attention_mask, position_ids, past_key_values, use_cache, logits_to_keep)
+
+    def _call(self, input_ids: Any, attention_mask: Any, position_ids: Any, cache: Any, *rest: Any) -> Any:
+        from types import SimpleNamespace
+
+        inner_name = tc.cache_argument(self.inner)
+        assert inner_name is not None
+        use_cache, logits_to_keep = rest
+        out = self.inner(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            use_cache=use_cache,
+            logits_to_keep=logits_to_keep,
+            **{inner_name: cache},
+        )
+        return SimpleNamespace(logits=out.logits, **{self.cache_name: getattr(out, inner_name)})
+
+    def tie_weights(self) -> None:
+        pass
+
+
+class _TakesCache(_TakesPastKeyValues):
+    """The same model with transformers 5.25's name for it, ``cache``."""
+
+    cache_name = "cache"
+
+    def forward(  # type: ignore[override]
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
+        cache: Any = None,
+        use_cache: bool | None = None,
+        logits_to_keep: int = 0,
+    ) -> Any:
+        return self._call(input_ids, attention_mask, position_ids, cache, use_cache, logits_to_keep)
+
+
+def test_the_installed_llama_takes_its_cache_by_this_releases_name(tiny) -> None:
+    import transformers
+    from packaging.version import Version
+
+    renamed = Version(transformers.__version__) >= Version("5.25.0")
+    assert tc.cache_argument(tiny[0]) == ("cache" if renamed else "past_key_values")
+    assert tc.shares_prefixes(tiny[0]) is None
+
+
+@pytest.mark.parametrize("wrapper", [_TakesPastKeyValues, _TakesCache])
+def test_the_cache_argument_is_found_under_either_name(tiny, wrapper) -> None:
+    """Either side of transformers 5.25's rename is served by the shared-prefix path, with
+    stock's numbers (the wrapped model runs the installed release underneath)."""
+    model, tokenizer = tiny
+    wrapped = wrapper(model)
+    assert tc.cache_argument(wrapped) == wrapper.cache_name
+    requests = _requests(model, seed=5, questions=6)
+    fast = SharedPrefixHFLM(pretrained=wrapped, tokenizer=tokenizer, batch_size=4, pass_tokens=0)
+    assert fast.stock_reason is None
+    counter = _TokenCounter(model)
+    got = fast._loglikelihood_tokens(requests, disable_tqdm=True)
+    shared_tokens, counter.tokens = counter.tokens, 0
+    expected = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=4)._loglikelihood_tokens(
+        requests, disable_tqdm=True
+    )
+    counter.handle.remove()
+    assert max(abs(x[0] - y[0]) for x, y in zip(got, expected, strict=True)) < 1e-4
+    assert [x[1] for x in got] == [y[1] for y in expected]
+    assert shared_tokens < counter.tokens / 2  # contexts ran once: the cache was really reused
+
+
 def test_out_of_memory_halves_the_batch_and_loses_nothing(tiny, monkeypatch) -> None:
     model, tokenizer = tiny
     requests = _requests(model, seed=3, questions=10, context_tokens=(120, 130))  # one batch

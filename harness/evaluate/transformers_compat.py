@@ -4,9 +4,13 @@ The shared-prefix scorer (:mod:`harness.evaluate.fast_lm`) runs a context once, 
 key/value cache, copies the cache's rows for each answer choice and continues from it; and it
 asks the model for logits at chosen positions only. Those are ``forward`` arguments and
 ``Cache`` methods that moved between transformers releases (``num_logits_to_keep`` became
-``logits_to_keep``; ``Cache.batch_select_indices`` arrived with the layered caches). A model
-or a release without them is scored by lm-eval's stock path instead, never approximately, and
-``tests/test_fast_scoring.py`` fails loudly when an upgrade breaks what is here.
+``logits_to_keep``; ``Cache.batch_select_indices`` arrived with the layered caches; 5.25
+renamed ``forward``'s ``past_key_values`` argument and output field to ``cache``, keeping the
+old argument name as a deprecated alias). The cache's name is read from each model's own
+``forward`` signature, so a release, a model class or remote code on either side of the rename
+is served. A model or a release without what is needed is scored by lm-eval's stock path
+instead, never approximately, and ``tests/test_fast_scoring.py`` fails loudly when an upgrade
+breaks what is here (``test_the_cache_argument_is_found_under_either_name`` for the rename).
 
 The build stage uses one more: building a merged model's skeleton without random weights
 (``test_in_memory_build_draws_no_random_weights`` in ``tests/test_build.py`` fails if the
@@ -23,7 +27,25 @@ from typing import Any
 
 import torch
 
-_NEEDED_ARGUMENTS = ("attention_mask", "position_ids", "past_key_values", "use_cache", "logits_to_keep")
+_NEEDED_ARGUMENTS = ("attention_mask", "position_ids", "use_cache", "logits_to_keep")
+# The key/value cache's name in ``forward`` and in its output, newest first: transformers 5.25
+# renamed ``past_key_values`` to ``cache``.
+CACHE_NAMES = ("cache", "past_key_values")
+
+
+def _forward_parameters(model: Any) -> Any:
+    return inspect.signature(model.forward).parameters
+
+
+def cache_argument(model: Any) -> str | None:
+    """The name under which ``model.forward`` takes (and returns) its key/value cache, or None
+    when it takes neither. Read from the signature (``functools.wraps``-transparent, so the
+    deprecation wrapper around a renamed ``forward`` shows the new name)."""
+    try:
+        parameters = _forward_parameters(model)
+    except (TypeError, ValueError):
+        return None
+    return next((name for name in CACHE_NAMES if name in parameters), None)
 
 
 def shares_prefixes(model: Any) -> str | None:
@@ -32,10 +54,12 @@ def shares_prefixes(model: Any) -> str | None:
     if config is None or getattr(config, "is_encoder_decoder", False):
         return "config says it is not a decoder-only transformers model"
     try:
-        parameters = inspect.signature(model.forward).parameters
+        parameters = _forward_parameters(model)
     except (TypeError, ValueError):
         return "forward has no inspectable signature"
     missing = [name for name in _NEEDED_ARGUMENTS if name not in parameters]
+    if cache_argument(model) is None:
+        missing.insert(2, " or ".join(CACHE_NAMES))
     if missing:
         return f"forward takes no {', '.join(missing)}"
     return None
@@ -51,8 +75,8 @@ def last_logits_and_cache(
     """Logits of the last position only ([batch, vocab]) and the key/value cache of the whole
     input (run after ``cache`` when given; ``attention_mask`` then covers it too). The LM head
     never sees the other positions."""
-    out = _forward(model, input_ids, attention_mask, position_ids, cache, logits_to_keep=1)
-    return out.logits[:, -1, :], out.past_key_values
+    out, name = _forward(model, input_ids, attention_mask, position_ids, cache, logits_to_keep=1)
+    return out.logits[:, -1, :], getattr(out, name)
 
 
 def select_cache_rows(cache: Any, rows: torch.Tensor) -> Any:
@@ -78,7 +102,7 @@ def continue_from_cache(
 ) -> torch.Tensor:
     """Logits of every position of ``input_ids`` run after ``cache`` (``attention_mask``
     covers the cached positions too)."""
-    return _forward(model, input_ids, attention_mask, position_ids, cache, logits_to_keep=0).logits
+    return _forward(model, input_ids, attention_mask, position_ids, cache, logits_to_keep=0)[0].logits
 
 
 def _forward(
@@ -88,17 +112,22 @@ def _forward(
     position_ids: torch.Tensor,
     cache: Any,
     logits_to_keep: int,
-) -> Any:
+) -> tuple[Any, str]:
     """One forward with explicit positions, after ``cache`` if any, keeping the cache;
-    ``logits_to_keep``: the last N positions' logits, 0 for all of them."""
-    return model(
+    ``logits_to_keep``: the last N positions' logits, 0 for all of them. Returns the output and
+    the name its cache is under (the one ``forward`` takes it by)."""
+    name = cache_argument(model)
+    if name is None:  # shares_prefixes said so first: a caller skipped it
+        raise TypeError(f"{type(model).__name__}.forward takes no key/value cache")
+    out = model(
         input_ids=input_ids,
         attention_mask=attention_mask,
         position_ids=position_ids,
-        past_key_values=cache,
         use_cache=True,
         logits_to_keep=logits_to_keep,
+        **{name: cache},
     )
+    return out, name
 
 
 @contextmanager
