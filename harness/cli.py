@@ -695,6 +695,8 @@ ALIGN_STEP_COLUMNS = (
 
 def _show_trial(board: Any, trial_id: str, fmt: str) -> None:
     """Everything recorded about one trial: scores, sampled parameters, alignment steps."""
+    from harness.record import scoring_paths
+
     trial = board.trial(trial_id)
     if trial is None:
         raise HarnessError(f"no trial {trial_id!r} in {board.path}", "take an id from `harness leaderboard`")
@@ -727,10 +729,13 @@ def _show_trial(board: Any, trial_id: str, fmt: str) -> None:
     )
     if trial.get("error"):
         console.print(f"[red]{_fmt(trial['error'])}[/]")
+    paths = scoring_paths(scores)
+    if paths:
+        console.print(f"scored by: {_fmt('; '.join(paths))}")
     _print_rows(
         console,
         "scores",
-        ("task", "metric", "value", "stderr", "n_samples", "num_fewshot", "data_source"),
+        ("task", "metric", "value", "stderr", "n_samples", "num_fewshot", "data_source", "scoring_path"),
         scores,
     )
     if params:

@@ -455,3 +455,68 @@ def test_chosen_documents_are_upstreams_without_reading_the_rest(data: Path) -> 
     assert list(task.doc_iterator(limit=2)) == list(upstream(task, limit=2))
     with pytest.raises(AssertionError):
         list(task.doc_iterator(samples=[n]))
+
+
+def test_lm_eval_prints_nothing_about_git_outside_a_checkout(data: Path, tiny, tmp_path, capfd, monkeypatch):
+    """lm-eval asks git for the working directory's commit on every call, with the terminal as
+    git's stderr: outside a checkout that printed ``fatal: not a git repository`` each time."""
+    import lm_eval.evaluator
+
+    from harness.evaluate import lm_eval_compat
+
+    _, model, tokenizer = tiny
+    monkeypatch.chdir(tmp_path)  # not a git checkout
+    monkeypatch.setattr(lm_eval_compat, "_commit", [])
+    capfd.readouterr()
+    evaluate_model(model, tokenizer, ["arc_challenge"], limit=1, data_dir=data, progress=False)
+    assert "not a git repository" not in capfd.readouterr().err
+    assert lm_eval_compat._commit == [None]  # asked once, lm-eval's own answer outside a checkout
+    assert lm_eval.evaluator.get_git_commit_hash is not lm_eval_compat._git_commit_once  # undone
+
+
+def test_the_scoring_path_is_said_once_and_recorded_on_every_row(data: Path, tiny, tmp_path, caplog):
+    """Shared-prefix, stock because the model cannot be served (a warning once, in plain words,
+    with the cost), and stock asked for: each row with data records which, and `harness
+    leaderboard --trial` and the report show it."""
+    from typer.testing import CliRunner
+
+    from harness.cli import app
+    from harness.evaluate import fast_lm
+    from harness.evaluate import transformers_compat as tc
+    from harness.evaluate.runner import STOCK_ASKED_FOR
+    from harness.record import Leaderboard, TrialRecord
+    from harness.report import generate_report
+
+    _, model, tokenizer = tiny
+    kwargs: dict[str, Any] = {"limit": 2, "data_dir": data, "progress": False}
+    fast = evaluate_model(model, tokenizer, ["h4"], **kwargs)
+    assert fast.scoring_path == "shared-prefix"
+    asked = evaluate_model(model, tokenizer, ["h4"], fast=False, **kwargs)
+    assert asked.scoring_path == STOCK_ASKED_FOR
+    reason = "forward takes no logits_to_keep"
+    with (
+        mock.patch.object(tc, "shares_prefixes", return_value=reason),
+        mock.patch.object(fast_lm, "_TOLD", set()),
+    ):
+        with caplog.at_level("WARNING", logger="harness.evaluate.fast_lm"):
+            fallback = [evaluate_model(model, tokenizer, ["h4"], **kwargs) for _ in range(2)]
+    told = [r.getMessage() for r in caplog.records if "stock HFLM" in r.getMessage()]
+    assert len(told) == 1 and "slower, same numbers" in told[0] and reason in told[0]
+    assert fallback[0].scoring_path == f"stock: the model's {reason}"
+    assert fallback[0].summary == asked.summary == pytest.approx(fast.summary)
+
+    board = Leaderboard(tmp_path / "lb.duckdb")
+    ids = [
+        board.record(TrialRecord(name=n, source="eval"), r)
+        for n, r in (("fast", fast), ("slow", fallback[0]))
+    ]
+    for trial_id, result in zip(ids, (fast, fallback[0]), strict=True):
+        rows = board.scores(trial_id)
+        assert {r["scoring_path"] for r in rows if r["value"] is not None} == {result.scoring_path}
+        assert all(r["scoring_path"] is None for r in rows if r["value"] is None)  # TruthfulQA: no data
+    shown = CliRunner().invoke(app, ["leaderboard", "--db", str(board.path), "--trial", ids[1]])
+    assert shown.exit_code == 0 and f"scored by: stock: the model's {reason}" in shown.stdout
+    copy_id = board.record_copy(TrialRecord(name="copy", source="eval"), ids[0])
+    assert {r["scoring_path"] for r in board.scores(copy_id) if r["value"] is not None} == {"shared-prefix"}
+    html = generate_report(board, tmp_path / "index.html").html.read_text()
+    assert html.count(f"stock: the model&#39;s {reason}") >= 2 and "shared-prefix" in html

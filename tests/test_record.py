@@ -167,3 +167,22 @@ def test_the_leaderboard_table_shows_names_whole(tmp_path):
     assert shown.exit_code == 0, shown.output
     assert all(name in shown.stdout for name in names), shown.stdout
     assert "s reference" in shown.stdout  # the last column is not cut off either
+
+
+def test_a_record_spooled_before_the_scoring_path_is_written_with_it_unknown(tmp_path) -> None:
+    """A pending record left by a harness before schema 6 (score rows one column short) is
+    written by this one, its scoring path NULL ("not recorded"), not rejected."""
+    from harness.evaluate import EvalResult, Score
+    from harness.record import scoring_paths
+
+    board = Leaderboard(tmp_path / "lb.duckdb")
+    result = EvalResult(
+        scores=[Score("arc_challenge", "acc", 0.5, n_samples=2)], scoring_path="shared-prefix"
+    )
+    payload = board._payload(TrialRecord(name="old", source="eval", id="old"), result)
+    payload["scores"] = [row[:-1] for row in payload["scores"]]  # as schema 5 spooled them
+    board.spool.put(payload)
+    assert board.flush_pending() == 0  # none left pending
+    rows = board.scores("old")
+    assert [(r["value"], r["scoring_path"]) for r in rows] == [(0.5, None)]
+    assert scoring_paths(rows) == ["not recorded"]

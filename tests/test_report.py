@@ -350,10 +350,12 @@ def test_schema_1_files_gain_the_new_columns(tmp_path):
         con.execute("INSERT INTO suite_scores VALUES ('old', 'h4', 0.5)")
         con.execute("UPDATE meta SET value = '1' WHERE key = 'schema_version'")
         con.execute("ALTER TABLE trials DROP COLUMN written_by")
+        con.execute("ALTER TABLE scores DROP COLUMN scoring_path")
     board = Leaderboard(db)
     board.record(TrialRecord(name="new", source="eval", objective=0.4, objective_stderr=0.1))
     with duckdb.connect(str(db), read_only=True) as con:
         cols = [r[0] for r in con.execute("DESCRIBE suite_scores").fetchall()]
         objective_se = con.execute("SELECT objective_stderr FROM trials WHERE name = 'new'").fetchone()[0]
+        assert "scoring_path" in [r[0] for r in con.execute("DESCRIBE scores").fetchall()]
     assert cols == ["trial_id", "name", "value", "stderr", "data_source", "partition"] and objective_se == 0.1
     assert board.suite_summary("old") == {"h4": 0.5} and board.suite_summary("old", "stderr") == {"h4": None}

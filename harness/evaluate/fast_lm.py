@@ -116,6 +116,7 @@ def _length_groups(
 
 
 _TOLD: set[str] = set()
+SHARED_PREFIX = "shared-prefix"  # the scoring path recorded on rows this class scored
 
 
 @dataclass
@@ -145,10 +146,19 @@ class SharedPrefixHFLM(RemembersAnswers, HFLM):
             pass_tokens if pass_tokens is not None else (CUDA_PASS_TOKENS if cuda else CPU_PASS_TOKENS)
         )
         reason = "seq2seq backend" if self.backend != "causal" else tc.shares_prefixes(self.model)
-        self.stock_reason = reason
-        if reason and reason not in _TOLD:
-            _TOLD.add(reason)  # once per process, not once per trial
-            log.warning("scoring with lm-eval's stock HFLM: the model's %s", reason)
+        self.stock_reason = f"the model's {reason}" if reason else None
+        if self.stock_reason and self.stock_reason not in _TOLD:
+            _TOLD.add(self.stock_reason)  # once per process, not once per trial
+            log.warning(
+                "scoring with lm-eval's stock HFLM instead of the shared-prefix path (slower, same "
+                "numbers): %s",
+                self.stock_reason,
+            )
+
+    @property
+    def scoring_path(self) -> str:
+        """What a score row records: ``shared-prefix`` or ``stock: <why>``."""
+        return f"stock: {self.stock_reason}" if self.stock_reason else SHARED_PREFIX
 
     def _loglikelihood_tokens(
         self,

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from functools import lru_cache
@@ -102,25 +103,51 @@ def _add_env_info_once(storage: dict[str, Any]) -> None:
     storage.update(copy.deepcopy(_described))
 
 
+_commit: list[str | None] = []  # get_git_commit_hash's answer, asked once per process
+
+
+def _git_commit_once() -> str | None:
+    """lm-eval's ``get_git_commit_hash`` without its noise: it runs ``git describe`` with the
+    terminal as stderr, so every call outside a git checkout printed ``fatal: not a git
+    repository``; here git's stderr is discarded and the answer (the same value, or lm-eval's
+    own fallback of reading ``.git`` under the working directory) is kept for the process."""
+    import subprocess
+
+    from lm_eval.loggers.utils import get_commit_from_path
+
+    if not _commit:
+        try:
+            out = subprocess.run(
+                ["git", "describe", "--always"], capture_output=True, check=True, timeout=10
+            ).stdout
+            _commit.append(out.strip().decode())
+        except (subprocess.SubprocessError, OSError):  # no checkout, or no git at all
+            _commit.append(get_commit_from_path(os.getcwd()))
+    return _commit[0]
+
+
 @contextmanager
 def machine_described_once() -> Iterator[None]:
     """Within the context, ``simple_evaluate`` reuses the process's first description of the
-    machine instead of describing it again on every call.
+    machine (and of the working directory's git commit) instead of describing it again on
+    every call.
 
     ``simple_evaluate`` ends with ``add_env_info``: torch's ``collect_env``, which shells out
     to pip, compilers and ``nvidia-smi`` (0.5-0.6 s per call on 2 CPU cores, measured), and a
-    trial calls ``simple_evaluate`` once per rung, confirmation and few-shot setting. The
-    machine does not change within a process; the results keep the same fields. The swap is
-    of the name ``lm_eval.evaluator`` calls, and is undone when the context closes.
+    trial calls ``simple_evaluate`` once per rung, confirmation and few-shot setting; before it,
+    ``get_git_commit_hash`` shells out to git (and let git print ``fatal: not a git repository``
+    on the console outside a checkout: :func:`_git_commit_once`). The machine does not change
+    within a process; the results keep the same fields. The swaps are of the names
+    ``lm_eval.evaluator`` calls, and are undone when the context closes.
     """
     import lm_eval.evaluator as evaluator
 
-    upstream = evaluator.add_env_info
-    evaluator.add_env_info = _add_env_info_once
+    upstream = evaluator.add_env_info, evaluator.get_git_commit_hash
+    evaluator.add_env_info, evaluator.get_git_commit_hash = _add_env_info_once, _git_commit_once
     try:
         yield
     finally:
-        evaluator.add_env_info = upstream
+        evaluator.add_env_info, evaluator.get_git_commit_hash = upstream
 
 
 @lru_cache(maxsize=4096)

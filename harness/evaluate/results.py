@@ -73,6 +73,9 @@ class EvalResult:
     # Which questions: "all" (the split, or its first ``limit``), or a study's "search" /
     # "heldout" part (harness.evaluate.questions).
     partition: str = "all"
+    # How the log-likelihoods were computed: "shared-prefix" (harness.evaluate.fast_lm) or
+    # "stock: <why>" (lm-eval's own HFLM: slower, same numbers); None when nothing ran.
+    scoring_path: str | None = None
 
 
 def mix_compositions(weights: dict[str, float], parts: dict[str, Composition]) -> Composition | None:

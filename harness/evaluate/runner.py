@@ -21,6 +21,8 @@ if TYPE_CHECKING:
     from harness.evaluate.answers import RequestCache
 
 _NON_METRIC_KEYS = {"alias", "name", "sample_len", "sample_count"}
+# The scoring path of a run that asked for stock HFLM (``fast_scoring: false``, --stock-scoring).
+STOCK_ASKED_FOR = "stock: asked for (fast_scoring: false or --stock-scoring)"
 
 
 def plan_evaluation(
@@ -82,6 +84,7 @@ def evaluate_model(
         model.to(device)
     was_training = bool(getattr(model, "training", False))
     results: list[tuple[int | None, dict[str, Any]]] = []
+    scoring_path: str | None = None
     try:
         with _progress(progress), machine_described_once(), templates_compiled_once():
             if plan.runs:  # wrapped once for every run; nothing to wrap when nothing has data
@@ -89,6 +92,7 @@ def evaluate_model(
                 lm_class = SharedPrefixHFLM if fast else RememberingHFLM
                 lm = lm_class(pretrained=model, tokenizer=tokenizer, batch_size=batch_size)
                 lm.answers = cache
+                scoring_path = lm.scoring_path if isinstance(lm, SharedPrefixHFLM) else STOCK_ASKED_FOR
             for run in plan.runs:
                 chosen = None
                 if questions is not None:
@@ -112,6 +116,7 @@ def evaluate_model(
     result = collect(plan, results, partition=partition)
     result.limit = limit
     result.seconds = time.perf_counter() - started
+    result.scoring_path = scoring_path if results else None
     return result
 
 

@@ -26,6 +26,7 @@ import socket
 import sys
 import time
 import uuid
+from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -138,11 +139,15 @@ MIGRATIONS: tuple[tuple[int, str], ...] = (
     (4, _SCHEMA_4),
     # 5: which process wrote a row (host:pid): with many workers, where a trial ran.
     (5, "ALTER TABLE trials ADD COLUMN written_by VARCHAR"),
+    # 6: how a score's log-likelihoods were computed: "shared-prefix" or "stock: <why>" (NULL:
+    # written before it was recorded, or a row without data).
+    (6, "ALTER TABLE scores ADD COLUMN IF NOT EXISTS scoring_path VARCHAR"),
 )
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 
 TRIAL_TABLES = ("trials", "scores", "suite_scores", "trial_params", "align_steps", "samples", "summary_parts")
 SCORE_TABLES = ("scores", "suite_scores", "samples", "summary_parts")  # rows per partition
+SCORES_WIDTH = 12  # the scores table's width at the current schema (see _write)
 SAMPLE_COLUMNS = (
     "trial_id",
     "task",
@@ -191,6 +196,15 @@ class TrialRecord:
     # One dict per alignment step: step, method, chunk, examples, train_steps, seconds, lora,
     # loss, rewards_chosen, rewards_rejected, rewards_margins, rewards_accuracies, metrics.
     align_steps: list[dict[str, Any]] = field(default_factory=list)
+
+
+def scoring_paths(scores: list[dict[str, Any]]) -> list[str]:
+    """How a trial's score rows with data were computed, most rows first: ``shared-prefix``,
+    ``stock: <why>``, or ``not recorded`` (rows written before schema 6)."""
+    counts = Counter(
+        row.get("scoring_path") or "not recorded" for row in scores if row.get("value") is not None
+    )
+    return [path for path, _ in counts.most_common()]
 
 
 def param_value(value: float | None, text: str | None) -> Any:
@@ -544,6 +558,7 @@ class Leaderboard:
         row["versions"] = json.dumps(library_versions())
         row["task_versions"] = json.dumps(result.task_versions if result else {})
         row["harness_commit"] = harness_commit()
+        scoring_path = result.scoring_path if result else None
         scores = [
             _row(
                 [
@@ -558,6 +573,7 @@ class Leaderboard:
                     s.suite,
                     s.aggregate,
                     partition,
+                    scoring_path if s.value is not None else None,
                 ]
             )
             for s in (result.scores if result else [])
@@ -631,6 +647,8 @@ class Leaderboard:
         if "partition" not in payload:  # spooled by schema 3: rows without the partition column
             for table in ("scores", "suite_scores", "summary_parts"):
                 payload[table] = [[*r, "all"] for r in payload.get(table) or []]
+        # Spooled or logged before schema 6: score rows without the scoring path (unknown).
+        payload["scores"] = [[*r, *[None] * (SCORES_WIDTH - len(r))] for r in payload["scores"]]
         with _transaction(con):
             partition = payload.get("partition", "all")  # spooled by schema 3: one partition
             copy = bool(payload.get("copy_scores_from"))
@@ -693,7 +711,7 @@ class Leaderboard:
     def _copy_scores(con: duckdb.DuckDBPyConnection, trial_id: str, source_id: str) -> None:
         con.execute(
             """INSERT INTO scores SELECT ?, task, metric, value, stderr, n_samples, num_fewshot,
-               data_source, suite, aggregate, "partition" FROM scores WHERE trial_id = ?""",
+               data_source, suite, aggregate, "partition", scoring_path FROM scores WHERE trial_id = ?""",
             [trial_id, source_id],
         )
         con.execute(
@@ -748,6 +766,16 @@ class Leaderboard:
                 if table in present:
                     out[table] = _dicts(con.execute(f"SELECT * FROM {table} ORDER BY {order}"))
         return out
+
+    def recorded(self, trial_ids: list[str]) -> set[str]:
+        """Which of these row ids the board holds, or holds pending (spooled while locked)."""
+        held = {r["id"] for r in self._rows_of("trials", ("id",), trial_ids, key="id")}
+        wanted = set(trial_ids)
+        for path in self.spool.pending():
+            payload = self.spool.read(path)
+            if payload is not None and payload["trial"]["id"] in wanted:
+                held.add(payload["trial"]["id"])
+        return held
 
     def trial(self, trial_id: str) -> dict[str, Any] | None:
         rows = self._select("SELECT * FROM trials WHERE id = ?", [trial_id])

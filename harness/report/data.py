@@ -19,7 +19,7 @@ import yaml
 from harness.errors import HarnessError
 from harness.evaluate.results import pooled_stderr
 from harness.evaluate.suites import AVERAGED, BOARD_COLUMNS
-from harness.record import Leaderboard, harness_commit
+from harness.record import Leaderboard, harness_commit, scoring_paths
 from harness.record.db import param_value
 
 # (key, label, tooltip) in table order: the leaderboard's columns, defined with the suites.
@@ -333,6 +333,7 @@ def _trial(
         "reused_from_name": names.get(reused) if reused else None,
         "num_parameters": trial.get("num_parameters"),
         "dtype": trial.get("dtype"),
+        "scoring_paths": scoring_paths(scores),
         "suites": trial.get("suites"),
         "eval_limit": trial.get("eval_limit"),
         "recipe_hash": trial.get("recipe_hash"),
@@ -622,6 +623,7 @@ def _score_row(s: dict[str, Any]) -> dict[str, Any]:
         "aggregate": bool(s["aggregate"]),
         "source": s["data_source"] or "",
         "substitute": is_substitute(s["data_source"]),
+        "scoring_path": s.get("scoring_path"),
     }
 
 
