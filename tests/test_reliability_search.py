@@ -18,6 +18,7 @@ from optuna.trial import TrialState
 
 from harness.record import Leaderboard, TrialRecord
 from harness.search import SearchOptions, SearchRunner, load_space
+from harness.search.study import default_journal
 from tests.fixtures.evaluate_data import build_data_dir
 from tests.test_record import result
 from tests.test_reliability import held
@@ -176,7 +177,7 @@ def test_two_workers_never_score_one_recipe_twice(tmp_path, tiny_models, data, e
     study = optuna.load_study(
         study_name="faults",
         storage=optuna.storages.JournalStorage(
-            optuna.storages.journal.JournalFileBackend(str(tmp_path / "optuna-faults.journal"))
+            optuna.storages.journal.JournalFileBackend(str(default_journal(db, "faults")))
         ),
     )
     assert {t.state for t in study.get_trials()} == {TrialState.COMPLETE}

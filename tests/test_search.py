@@ -465,3 +465,32 @@ def test_cli_rejects_a_timeout_that_is_not_positive(tmp_path, tiny_models, data)
     assert result.exit_code == 2, result.output
     assert "--timeout must be > 0" in result.stderr and result.stderr.count("\n") == 1
     assert not db.exists()
+
+
+def test_a_second_board_in_the_folder_runs_its_own_study(tmp_path, tiny_models, data):
+    """Two --db files in one folder with spaces of the same name: each gets its own journal
+    (named after the board). A journal under the old study-only name is still resumed by its
+    own board, and refused (one line, exit 2, nothing written) by a board that never saw its
+    trials."""
+    from harness.search.study import default_journal
+
+    space = write_space(tmp_path, tiny_models, data, selection={"heldout_limit": 4, "confirm_top": 0})
+    first, second = tmp_path / "first.duckdb", tmp_path / "second.duckdb"
+    for db in (first, second):
+        outcome = SearchRunner(load_space(space), SearchOptions(budget=1, db=db)).run()
+        assert outcome.ran == 1 and outcome.finished == 1  # the second board ran its own trial
+    assert default_journal(first, "tiny").name == "optuna-first-tiny.journal"
+    assert default_journal(first, "tiny").exists() and default_journal(second, "tiny").exists()
+
+    older = tmp_path / "optuna-tiny.journal"  # as a search before this change named it
+    default_journal(first, "tiny").rename(older)
+    assert default_journal(first, "tiny") == older
+    resumed = SearchRunner(load_space(space), SearchOptions(budget=1, db=first)).run()
+    assert resumed.ran == 0 and resumed.finished == 1  # its own board: resumed, budget met
+    third = tmp_path / "third.duckdb"
+    before = older.stat().st_size
+    res = CliRunner().invoke(app, ["search", "--space", str(space), "--db", str(third), "--no-report"])
+    assert res.exit_code == 2, res.output
+    assert "has 1 finished trials that" in res.stderr and "never recorded" in res.stderr
+    assert res.stderr.count("\n") == 1
+    assert not third.exists() and older.stat().st_size == before

@@ -41,6 +41,7 @@ from harness.search.study import (
     StaleTrials,
     check_storage,
     check_study_name,
+    default_journal,
     make_pruner,
     make_sampler,
     open_storage,
@@ -123,8 +124,7 @@ class SearchRunner:
             )
         check_device(options.device)
         sampler = make_sampler(space)
-        default_storage = options.db.parent / f"optuna-{self.study_name}.journal"
-        target = check_storage(options.storage, default_storage, warn=self._warn)
+        target = check_storage(options.storage, default_journal(options.db, self.study_name), warn=self._warn)
         # On PostgreSQL the leaderboard's records go to a log beside the study, shared by every
         # machine; each machine's DuckDB file is materialised from it (harness.record.log).
         log = RecordLog(target) if is_log_url(target) else None
@@ -151,6 +151,7 @@ class SearchRunner:
             self.stale.on_stale = self._record_stale
             self.storage = open_storage(target, options.heartbeat, self.stale)
         self.study = self._open_study(sampler)
+        self._check_study_is_this_boards(target)
         self.claims = options.db.parent / f".{options.db.name}.claims"
         # Trials in the top K so far wait here for their confirmation at the end of the run.
         self.kept = KeptModels(options.db.parent / f".{options.db.name}.kept" / self.study_name)
@@ -168,15 +169,28 @@ class SearchRunner:
         import optuna
 
         optuna.logging.set_verbosity(optuna.logging.WARNING)
+        pruner = make_pruner(self.selection)
+        directions = [optuna.study.StudyDirection[d.upper()] for d in self.space.objective.directions]
         try:
-            study = optuna.create_study(
-                study_name=self.study_name,
-                storage=self.storage,
-                sampler=sampler,
-                pruner=make_pruner(self.selection),
-                directions=self.space.objective.directions,
-                load_if_exists=True,
-            )
+            try:
+                self.storage.get_study_id_from_name(self.study_name)
+            except KeyError:  # a new study
+                study = optuna.create_study(
+                    study_name=self.study_name,
+                    storage=self.storage,
+                    sampler=sampler,
+                    pruner=pruner,
+                    directions=directions,
+                )
+            else:  # resumed: loading writes nothing (create_study would log a no-op create)
+                study = optuna.load_study(
+                    study_name=self.study_name, storage=self.storage, sampler=sampler, pruner=pruner
+                )
+                if list(study.directions) != directions:
+                    raise ValueError(
+                        f"its directions are {[d.name.lower() for d in study.directions]}, the "
+                        f"space's {[d.name.lower() for d in directions]}"
+                    )
         except ValueError as err:  # e.g. directions differ from the stored study
             raise HarnessError(
                 f"study {self.study_name!r} cannot be resumed: {err}",
@@ -195,6 +209,23 @@ class SearchRunner:
                 "use another --study name, or the study's original selection and search_split settings",
             )
         return study
+
+    def _check_study_is_this_boards(self, storage: str) -> None:
+        """Refuse a study whose finished trials this board has never recorded: resuming it
+        would count them toward the budget (a second board in the same folder, with a space of
+        the same name, once found the first board's budget met and ran nothing)."""
+        ids = [t.user_attrs[LEADERBOARD_ID] for t in self.finished_trials() if LEADERBOARD_ID in t.user_attrs]
+        if not ids:
+            return
+        if self.board.log is not None:
+            self.board.refresh()  # the file is a copy of the shared log: bring it up to date
+        if self.board.recorded(ids):
+            return
+        raise HarnessError(
+            f"study {self.study_name!r} in {storage} has {len(ids)} finished trials that "
+            f"{self.options.db} has never recorded (it belongs to another leaderboard)",
+            "pass the --db that study wrote to, or another --study name for a new study on this board",
+        )
 
     def finished_trials(self) -> list[Any]:
         from optuna.trial import TrialState

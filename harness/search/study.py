@@ -28,6 +28,16 @@ def check_study_name(name: str, where: str = "--study") -> str:
     return name
 
 
+def default_journal(db: Path, study: str) -> Path:
+    """A study's journal when no ``--storage`` is given: ``<db folder>/optuna-<db name>-<study>.journal``,
+    so two boards in one folder never share a study of the same name. A journal under the
+    name used before (``optuna-<study>.journal``, keyed by the study alone) is kept where it
+    exists: studies started then resume, and :meth:`SearchRunner` refuses one whose trials that
+    board has never recorded."""
+    older = db.parent / f"optuna-{study}.journal"
+    return older if older.exists() else db.parent / f"optuna-{db.stem}-{study}.journal"
+
+
 def check_storage(url: str | None, default_path: Path, warn: Callable[[str], None]) -> str:
     """The storage target an URL or path names, checked without creating anything.
 
