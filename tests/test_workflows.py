@@ -58,6 +58,18 @@ def test_nightly_is_scheduled_on_a_gpu_runner_and_uses_real_options() -> None:
     assert publish["permissions"]["pages"] == "write"
 
 
+def test_the_newest_versions_are_tested_weekly_and_the_diff_reported() -> None:
+    latest = _load("latest.yml")
+    cron = latest["on"]["schedule"][0]["cron"]
+    assert re.fullmatch(r"\d+ \d+ \* \* [0-6]", cron), cron  # once a week
+    job = latest["jobs"]["test-latest"]
+    assert "make test-latest" in _runs(job) and "versions-diff.md" in _runs(job)
+    summary = next(s for s in job["steps"] if "GITHUB_STEP_SUMMARY" in s.get("run", ""))
+    assert summary["if"] == "always()"  # the diff is shown when the suite fails
+    makefile = (ROOT / "Makefile").read_text()
+    assert "versions-diff.md" in makefile.split("test-latest:", 1)[1].split("\n\n", 1)[0]
+
+
 def _actionlint(workflow: Path) -> list[dict]:
     """actionlint's findings on one workflow, minus the `runner-label` findings for the custom
     self-hosted labels declared in `.github/actionlint.yaml` (what actionlint does with that
@@ -80,7 +92,7 @@ def _actionlint(workflow: Path) -> list[dict]:
     ]
 
 
-@pytest.mark.parametrize("name", ["ci.yml", "nightly.yml"])
+@pytest.mark.parametrize("name", ["ci.yml", "nightly.yml", "latest.yml"])
 def test_workflow_passes_actionlint(name: str) -> None:
     findings = _actionlint(WORKFLOWS / name)
     assert not findings, "\n".join(f"{name}:{f['line']}:{f['column']}: {f['message']}" for f in findings)
