@@ -77,6 +77,18 @@ def user_errors(func: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
+DeviceOption = Annotated[
+    str | None,
+    typer.Option(help="cpu, cuda, cuda:1 ... (default: cuda if available); every stage runs there."),
+]
+DtypeOption = Annotated[
+    str,
+    typer.Option(
+        help="auto (bfloat16 on a GPU that supports it, else float32) | float32 | bfloat16 | float16."
+    ),
+]
+
+
 def _positive(name: str, value: int | None) -> None:
     if value is not None and value <= 0:
         raise HarnessError(f"{name} must be a positive integer, got {value}", f"pass {name} >= 1")
@@ -112,25 +124,32 @@ def build(
     db: DbOption = DEFAULT_DB,
     storage: LogOption = None,
     stock_scoring: StockScoringOption = False,
+    device: DeviceOption = None,
+    dtype: DtypeOption = "auto",
 ) -> None:
     """Build one model from a recipe and save it (optionally score and record it)."""
     from harness.build import build_model, choose_route, prepare_out_dir
+    from harness.placement import Placement
     from harness.recipe import load_recipe, resolve_recipe
 
     if route not in ("auto", "memory", "disk"):
         raise HarnessError(f"unknown route {route!r}", "use auto, memory or disk")
     _positive("--limit", limit)
+    placement = Placement.decide(device, dtype)
     resolved = resolve_recipe(load_recipe(recipe), where=str(recipe))
     choose_route(resolved, route)  # type: ignore[arg-type]
     prepare_out_dir(out, overwrite)
     scorer = (
-        _scorer(_parse_suites(suite), limit, db, storage=storage, fast=not stock_scoring) if suite else None
+        _scorer(_parse_suites(suite), limit, db, storage=storage, fast=not stock_scoring, placement=placement)
+        if suite
+        else None
     )
-    with console.status(f"building {_fmt(resolved.recipe.display_name())}"):
-        built = build_model(resolved, out_dir=out, route=route)  # type: ignore[arg-type]
+    with console.status(f"building {_fmt(resolved.recipe.display_name())} on {_fmt(placement.describe())}"):
+        built = build_model(resolved, out_dir=out, route=route, placement=placement)  # type: ignore[arg-type]
     console.print(
         f"built [bold]{_fmt(built.recipe.display_name())}[/] ({built.num_parameters / 1e6:.1f}M params, "
-        f"{built.model.config.num_hidden_layers} layers, {built.route}) in {built.seconds:.1f}s -> {_fmt(out)}"
+        f"{built.model.config.num_hidden_layers} layers, {built.route}, {built.dtype} on "
+        f"{_fmt(placement.device)}) in {built.seconds:.1f}s -> {_fmt(out)}"
     )
     if scorer is not None:
         from harness.record import TrialRecord
@@ -167,17 +186,16 @@ def eval_(
         typer.Option(help="Your benchmark data (else $HARNESS_DATA_DIR, demo assets, hub)."),
     ] = None,
     batch_size: Annotated[int, typer.Option(help="lm-eval batch size.")] = 8,
-    device: Annotated[
-        str | None, typer.Option(help="cpu, cuda, cuda:1 ... (default: cuda if available).")
-    ] = None,
-    dtype: Annotated[str, typer.Option(help="auto | float32 | bfloat16 | float16.")] = "auto",
+    device: DeviceOption = None,
+    dtype: DtypeOption = "auto",
     name: Annotated[str | None, typer.Option(help="Leaderboard name (default: the model reference).")] = None,
     db: DbOption = DEFAULT_DB,
     storage: LogOption = None,
     stock_scoring: StockScoringOption = False,
 ) -> None:
     """Score one model with lm-eval and record it on the leaderboard."""
-    from harness.build.loading import check_device, load_pretrained, model_facts
+    from harness.build.loading import load_pretrained, model_facts
+    from harness.placement import Placement
     from harness.record import TrialRecord
 
     _positive("--limit", limit)
@@ -187,12 +205,19 @@ def eval_(
     if data_dir is not None and not data_dir.is_dir():
         raise HarnessError(f"--data-dir {data_dir} is not a folder", "pass the folder holding your datasets")
     suites = _parse_suites(suite)
-    check_device(device)
+    placement = Placement.decide(device, dtype)
     scorer = _scorer(
-        suites, limit, db, data_dir=data_dir, batch_size=batch_size, storage=storage, fast=not stock_scoring
+        suites,
+        limit,
+        db,
+        data_dir=data_dir,
+        batch_size=batch_size,
+        storage=storage,
+        fast=not stock_scoring,
+        placement=placement,
     )
-    with console.status(f"loading {escape(model)}"):
-        loaded, tokenizer, _ = load_pretrained(model, device=device, dtype=dtype)
+    with console.status(f"loading {escape(model)} on {_fmt(placement.describe())}"):
+        loaded, tokenizer, _ = load_pretrained(model, device=placement.device, dtype=placement.dtype)
     num_parameters, dtype_name = model_facts(loaded)
     trial = TrialRecord(
         name=name or model, source="eval", model_ref=model, num_parameters=num_parameters, dtype=dtype_name
@@ -218,7 +243,7 @@ def search(
     study: StudyOption = None,
     storage: StorageOption = None,
     limit: Annotated[int | None, typer.Option(help="Questions per task (overrides the space).")] = None,
-    device: Annotated[str | None, typer.Option(help="cpu, cuda, ... (default: cuda if available).")] = None,
+    device: DeviceOption = None,
     heartbeat: Annotated[
         float,
         typer.Option(
@@ -241,8 +266,8 @@ def search(
     db: DbOption = DEFAULT_DB,
 ) -> None:
     """Optuna over merge recipes: every trial is built, scored and recorded."""
-    from harness.build.loading import check_device
     from harness.paths import check_output_file
+    from harness.placement import check_device
     from harness.search import SearchOptions, SearchRunner, load_space
 
     if budget <= 0:
@@ -296,7 +321,7 @@ def nightly(
     budget: Annotated[int, typer.Option(help="Trials added to the study tonight.")] = 10,
     study: StudyOption = None,
     storage: StorageOption = None,
-    device: Annotated[str | None, typer.Option(help="cpu, cuda, ... (default: cuda if available).")] = None,
+    device: DeviceOption = None,
     report_out: Annotated[Path, typer.Option(help="Where the HTML report goes.")] = DEFAULT_REPORT,
     summary: Annotated[Path, typer.Option(help="Markdown summary file (also printed).")] = Path(
         "results/nightly.md"
@@ -309,8 +334,8 @@ def nightly(
     Exit 0 when all is well, 1 when the best recipe's re-score is significantly worse than its
     previous measurement (paired test on the same held-out questions), 2 on bad input.
     """
-    from harness.build.loading import check_device
     from harness.paths import check_output_file
+    from harness.placement import check_device
     from harness.report import generate_report
     from harness.search import SearchOptions, SearchRunner, load_space
     from harness.search.nightly import run_nightly, summary_markdown
@@ -341,6 +366,55 @@ def nightly(
     typer.echo(text)
     if outcome.regression:
         raise typer.Exit(code=1)
+
+
+@app.command()
+@user_errors
+def doctor(
+    device: DeviceOption = None,
+    shape: Annotated[
+        str,
+        typer.Option(
+            help="tiny (10M parameters, what CI runs) | 1b7 (SmolLM2-1.7B's shape) | 7b (Llama-2-7B's) "
+            "| a model folder (its config and tokenizer): random weights, nothing downloaded."
+        ),
+    ] = "tiny",
+    dtype: DtypeOption = "auto",
+    trials: Annotated[int, typer.Option(help="Trials of the doctor's search.")] = 2,
+    questions: Annotated[int, typer.Option(help="Questions per task, searched and held out.")] = 4,
+    tokenizer: Annotated[
+        str | None,
+        typer.Option(
+            help="A folder with tokenizer files (default: the demo's if prepared, else a generated one)."
+        ),
+    ] = None,
+    keep: Annotated[
+        Path | None,
+        typer.Option(help="Keep models, data and board in this folder (the next run reuses the models)."),
+    ] = None,
+) -> None:
+    """Check this machine: a small search end to end (merge, LoRA DPO, H4 settings, references,
+    confirmation) on random-weight models, every stage's device, dtype, time and GPU memory.
+
+    Exit 0 when every stage ran on the chosen device and every score took the shared-prefix
+    path, 1 otherwise, 2 on bad input.
+    """
+    from harness.doctor import render, run_doctor
+
+    _positive("--trials", trials)
+    _positive("--questions", questions)
+    report = run_doctor(
+        device=device,
+        shape=shape,
+        dtype=dtype,
+        trials=trials,
+        questions=questions,
+        tokenizer=tokenizer,
+        keep=keep,
+        console=console,
+    )
+    render(report, Console(width=200))
+    raise typer.Exit(code=0 if report.ok else 1)
 
 
 @app.command("report")
@@ -506,6 +580,7 @@ def _scorer(
     batch_size: int = 8,
     storage: str | None = None,
     fast: bool = True,
+    placement: Any = None,
 ) -> Any:
     """The scoring pipeline, checked before any model is loaded or built: suites planned,
     local data resolved, the leaderboard writable (and its shared log reachable)."""
@@ -514,7 +589,7 @@ def _scorer(
     board = _leaderboard(db, storage)
     board.check_writable()
     scoring = Scoring(suites=suites, limit=limit, data_dir=data_dir, batch_size=batch_size, fast=fast)
-    return Scorer(scoring, board, progress=True)
+    return Scorer(scoring, board, progress=True, placement=placement)
 
 
 def _where(row: dict[str, Any]) -> str:

@@ -18,9 +18,14 @@ from harness.evaluate import EvalResult, evaluate_model, plan_evaluation
 from harness.evaluate.questions import Partition, QuestionOrder, SplitRule, question_order
 from harness.evaluate.suites import SuiteRef, suite_names
 from harness.record import Leaderboard, TrialRecord
+from harness.stages import stage
 
 if TYPE_CHECKING:
     from harness.evaluate.answers import RequestCache
+    from harness.placement import Placement
+
+
+_STAGES: dict[Partition, str] = {"all": "score", "search": "score search", "heldout": "score held-out"}
 
 
 @dataclass(frozen=True)
@@ -39,10 +44,18 @@ class Scoring:
 class Scorer:
     """Scores loaded models under one :class:`Scoring` and records them on one leaderboard."""
 
-    def __init__(self, scoring: Scoring, board: Leaderboard, *, progress: bool = False):
+    def __init__(
+        self,
+        scoring: Scoring,
+        board: Leaderboard,
+        *,
+        progress: bool = False,
+        placement: Placement | None = None,
+    ):
         self.scoring = scoring
         self.board = board
         self.progress = progress
+        self.placement = placement  # the run's device: a model found elsewhere is moved, loudly
         self.plan = plan_evaluation(
             list(scoring.suites), data_dir=scoring.data_dir, divided=scoring.split is not None
         )
@@ -92,12 +105,18 @@ class Scorer:
             "plan": self.plan,
             "cache": cache,
         }
-        if partition == "all" or self.scoring.split is None:
-            return evaluate_model(model, tokenizer, self.scoring.suites, limit=self.scoring.limit, **common)
-        questions = self.order.choose(partition, count if count is not None else self.count(partition))
-        return evaluate_model(
-            model, tokenizer, self.scoring.suites, questions=questions, partition=partition, **common
-        )
+        with stage(_STAGES[partition]) as scored:
+            if partition == "all" or self.scoring.split is None:
+                result = evaluate_model(
+                    model, tokenizer, self.scoring.suites, limit=self.scoring.limit, **common
+                )
+            else:
+                chosen = self.order.choose(partition, count if count is not None else self.count(partition))
+                result = evaluate_model(
+                    model, tokenizer, self.scoring.suites, questions=chosen, partition=partition, **common
+                )
+            scored(model, result.scoring_path)
+        return result
 
     def describe(self, record: TrialRecord) -> TrialRecord:
         """Stamp what is measured on a record: the same suites, limit and split find its reuse."""

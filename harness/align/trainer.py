@@ -38,6 +38,7 @@ from harness.align.trl_compat import (
 from harness.errors import HarnessError
 from harness.evaluate.datasources import datasets_bars_off
 from harness.memory import release_freed_memory
+from harness.placement import pick_device
 
 if TYPE_CHECKING:
     from harness.build.builder import BuiltModel
@@ -178,7 +179,7 @@ def source_difficulty(
     device: str | None = None,
 ) -> dict[str, float]:
     """Reward accuracy of the starting model on (a sample of) each source: higher = easier."""
-    target = _device(device)
+    target = pick_device(device)
     moved = next(model.parameters()).device.type != target
     original = next(model.parameters()).device
     if moved:
@@ -286,7 +287,7 @@ def dpo_step(
     from trl import DPOConfig, DPOTrainer
 
     start = time.perf_counter()
-    target = _device(device)
+    target = pick_device(device)
     use_cuda = target.startswith("cuda")
     strip_trl_patches(policy)
     use_cache = getattr(policy.config, "use_cache", None)
@@ -449,14 +450,6 @@ def _trl_args(config: AlignConfig) -> dict[str, Any]:
     if "activation_checkpointing" in names:  # transformers >= 5.x: the old name warns
         kwargs["activation_checkpointing"] = kwargs.pop("gradient_checkpointing")
     return kwargs
-
-
-def _device(device: str | None) -> str:
-    import torch
-
-    if device:
-        return str(device)
-    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def _check_tokenizer(tokenizer: Any, sources: list[LoadedSource]) -> None:

@@ -13,7 +13,9 @@ from harness.build.loading import model_facts
 from harness.build.merge import DonorPool, merge_in_memory, merge_to_disk, model_from_tensors
 from harness.errors import HarnessError
 from harness.memory import release_freed_memory
+from harness.placement import Placement
 from harness.recipe import Recipe, ResolvedRecipe
+from harness.stages import stage
 
 Route = Literal["auto", "memory", "disk"]
 
@@ -28,6 +30,8 @@ class BuiltModel:
     path: Path | None = None
     # One record per alignment step (TRL metrics, data sizes, time); [] for a plain merge.
     align_steps: list[dict[str, Any]] = field(default_factory=list)
+    merge_seconds: float = 0.0  # the merge's share of ``seconds`` (and the model's creation)
+    align_seconds: float = 0.0  # alignment's share
 
     @property
     def num_parameters(self) -> int:
@@ -84,36 +88,61 @@ def build_model(
     pool: DonorPool | None = None,
     out_dir: Path | None = None,
     route: Route = "auto",
-    device: str | None = None,
+    placement: Placement | None = None,
 ) -> BuiltModel:
-    """Merge (and, from the alignment issue on, align) one recipe into a loaded model."""
+    """Merge (and align, when the recipe says so) one recipe into a model loaded on the run's
+    device (``placement``; default: the pool's device, else :meth:`Placement.decide`), where
+    it stays.
+
+    ``merge_seconds`` and ``align_seconds`` split ``seconds``."""
     start = time.perf_counter()
+    if placement is None:  # a caller's pool already says where; else the default decision
+        placement = Placement(pool.device) if pool is not None else Placement.decide()
     chosen = choose_route(resolved, route)
     aligning = resolved.recipe.align is not None
-    if chosen == "memory":
-        # not `pool or ...`: a pool with nothing loaded yet is empty, hence falsy
-        built = _build_in_memory(resolved, DonorPool() if pool is None else pool, device)
-        release_freed_memory()  # the merge's temporaries, before DPO allocates its own
-    else:  # with align, the on-disk merge is only an intermediate: the aligned model is saved below
-        built = _build_on_disk(resolved, None if aligning else out_dir, device)
-    built.seconds = time.perf_counter() - start
+    with stage("merge") as merged:
+        if chosen == "memory":
+            # not `pool or ...`: a pool with nothing loaded yet is empty, hence falsy
+            pool = DonorPool(placement.device) if pool is None else pool
+            if pool.device != placement.device:
+                raise ValueError(f"donor pool on {pool.device}, build on {placement.device}")
+            built = _build_in_memory(resolved, pool, placement)
+            release_freed_memory()  # the merge's temporaries, before DPO allocates its own
+        else:  # with align, the on-disk merge is only an intermediate: the aligned model is saved below
+            built = _build_on_disk(resolved, None if aligning else out_dir, placement)
+        merged(built.model)
+    built.seconds = built.merge_seconds = time.perf_counter() - start
     if aligning:
         from harness.align import apply_alignment
 
-        built.align_steps = apply_alignment(built, device=device)  # adds its time to built.seconds
+        with stage("align") as aligned:
+            # the model stays on the device; adds its time to built.seconds
+            built.align_steps = apply_alignment(built, device=placement.device)
+            aligned(built.model)
+        built.align_seconds = built.seconds - built.merge_seconds
     if out_dir is not None and built.path != out_dir:
         out_dir.mkdir(parents=True, exist_ok=True)
         built.save(out_dir)
     return built
 
 
-def _build_in_memory(resolved: ResolvedRecipe, pool: DonorPool, device: str | None) -> BuiltModel:
+def run_dtype(resolved: ResolvedRecipe, placement: Placement) -> Any:
+    """The merged model's dtype: the recipe's (``out_dtype``, else ``dtype``) when it names one
+    (None: mergekit's output config carries it), else the run's rule."""
+    cfg = resolved.merge_config
+    return None if (cfg.out_dtype or cfg.dtype) else placement.torch_dtype
+
+
+def _build_in_memory(resolved: ResolvedRecipe, pool: DonorPool, placement: Placement) -> BuiltModel:
     from mergekit.merge import _set_chat_template
     from transformers import AutoTokenizer
 
     cfg = resolved.merge_config
-    tensors, out_config = merge_in_memory(cfg, pool, seed=resolved.recipe.seed, device=device)
-    model = model_from_tensors(tensors, out_config)
+    tensors, out_config = merge_in_memory(cfg, pool, seed=resolved.recipe.seed, device=placement.device)
+    model = model_from_tensors(
+        tensors, out_config, device=placement.device, dtype=run_dtype(resolved, placement)
+    )
+    del tensors  # the model holds its own copy: the merge's results are freed here
     # mergekit's copy_tokenizer rule: the base model's tokenizer, else the first model's.
     source = cfg.base_model or cfg.referenced_models()[0]
     tokenizer = AutoTokenizer.from_pretrained(source.model.path, revision=source.model.revision)
@@ -121,13 +150,18 @@ def _build_in_memory(resolved: ResolvedRecipe, pool: DonorPool, device: str | No
     return BuiltModel(model=model, tokenizer=tokenizer, recipe=resolved.recipe, route="memory", seconds=0.0)
 
 
-def _build_on_disk(resolved: ResolvedRecipe, out_dir: Path | None, device: str | None) -> BuiltModel:
+def _build_on_disk(resolved: ResolvedRecipe, out_dir: Path | None, placement: Placement) -> BuiltModel:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    device = placement.device
     target = out_dir or Path(tempfile.mkdtemp(prefix="harness-merge-"))
     try:
         merge_to_disk(resolved.merge_config, target, seed=resolved.recipe.seed, device=device)
-        model = AutoModelForCausalLM.from_pretrained(target, dtype="auto")
+        model = AutoModelForCausalLM.from_pretrained(
+            target,
+            dtype=run_dtype(resolved, placement) or "auto",  # auto: the checkpoint's own
+            **({} if device == "cpu" else {"device_map": device}),
+        )
         model.eval()
         tokenizer = AutoTokenizer.from_pretrained(target)
     finally:

@@ -5,6 +5,12 @@ gradients, slices (depth up-scaling) and every registered method behave exactly 
 ``mergekit-yaml`` would. The in-memory route differs only in where tensors come from:
 donor weights stay resident in a :class:`DonorPool` across builds (no disk reads,
 no disk writes), which is what a search wants.
+
+On a GPU the in-memory route computes and stays there: donors resident on the device when
+they fit beside a trial's model and its training state (else in pinned host memory, copied
+per merge), the merge's math and its results on the device, the merged model's skeleton built
+on the device. The disk route is mergekit's own streaming merge: it writes through host memory
+and says so.
 """
 
 from __future__ import annotations
@@ -33,23 +39,36 @@ class _ResidentLoader:
         aliases: list[str] | None = None,
         raise_on_missing: bool = True,
     ) -> torch.Tensor | None:
+        """The resident tensor where the pool keeps it. mergekit's ``LoadTensor`` asks for
+        "cpu" whatever the merge's device; its executor moves inputs to the math device (and
+        results to the storage device) itself, so answering the request literally would copy
+        a GPU-resident donor to the host and back on every merge."""
         if key not in self.tensors:
             key = next((a for a in aliases or [] if a in self.tensors), key)
         if key not in self.tensors:
             if raise_on_missing:
                 raise KeyError(key)
             return None
-        return self.tensors[key].to(device)
+        return self.tensors[key]
 
     def flush(self) -> None:
         """Nothing to release: residency is the point."""
 
 
 class DonorPool:
-    """Donor weights kept loaded across builds, keyed by mergekit model reference."""
+    """Donor weights kept loaded across builds, keyed by mergekit model reference.
 
-    def __init__(self) -> None:
+    ``device``: the run's (:mod:`harness.placement`). On a GPU a donor is kept on the device
+    when, after loading it, the device still has ``headroom`` times its size free (room for a
+    trial's merged model, and for alignment its reference, gradients and optimizer state);
+    otherwise it stays in host memory, pinned, so each merge copies it at full bus speed.
+    ``where`` says which, per donor."""
+
+    def __init__(self, device: str = "cpu", headroom: float = 2.0) -> None:
+        self.device = device
+        self.headroom = headroom
         self._loaders: dict[Any, _ResidentLoader] = {}
+        self.where: dict[str, str] = {}  # donor path -> "cuda:0" | "cpu (pinned)" | "cpu"
 
     def __len__(self) -> int:
         return len(self._loaders)
@@ -59,8 +78,18 @@ class DonorPool:
             disk = ref.lazy_loader(lazy_unpickle=False)
             tensors = {name: disk.get_tensor(name) for name in disk.index.tensor_paths}
             disk.flush()
+            tensors, self.where[str(ref.model.path)] = self._place(tensors)
             self._loaders[ref] = _ResidentLoader(disk.index, tensors)
         return self._loaders[ref]
+
+    def _place(self, tensors: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], str]:
+        if not self.device.startswith("cuda"):
+            return tensors, "cpu"
+        size = sum(t.numel() * t.element_size() for t in tensors.values())
+        free, _ = torch.cuda.mem_get_info(torch.device(self.device))
+        if free >= size * (1 + self.headroom):
+            return {k: t.to(self.device) for k, t in tensors.items()}, self.device
+        return {k: t.pin_memory() for k, t in tensors.items()}, "cpu (pinned)"
 
     def state_dict(self, ref: Any) -> dict[str, torch.Tensor]:
         return self.loader(ref).tensors
@@ -124,7 +153,12 @@ def merge_in_memory(
         weights_of.setdefault(task, []).append(weight)
 
     transformers.trainer_utils.set_seed(seed)  # as run_merge does: DARE/DELLA draw masks
-    executor = Executor(targets=list(weights_of), math_device=torch.device(options.device))
+    # Results stay where the math ran: the merged model is built on that device next.
+    executor = Executor(
+        targets=list(weights_of),
+        math_device=torch.device(options.device),
+        storage_device=torch.device(options.device),
+    )
     tensors: dict[str, torch.Tensor] = {}
     for task, value in executor.run(quiet=True):
         if value is None:  # an optional weight absent from every input
@@ -135,29 +169,43 @@ def merge_in_memory(
     return tensors, out_config
 
 
+_SAID_DISK: set[str] = set()
+
+
 def merge_to_disk(merge_config: Any, out_dir: Path, *, seed: int = 0, device: str | None = None) -> Path:
     """mergekit's own streaming merge (``run_merge``): for slices with tokenizer surgery or models too big for RAM."""
     from mergekit.merge import run_merge
 
     from harness.evaluate.transformers_compat import torch_dtype_deprecation_quiet
 
+    if device and device != "cpu" and device not in _SAID_DISK:
+        _SAID_DISK.add(device)  # once per process
+        LOG.warning(
+            "mergekit's disk route: the merge computes on %s but passes every tensor through host "
+            "memory and the disk (the in-memory route stays on the device)",
+            device,
+        )
     with torch_dtype_deprecation_quiet():
         run_merge(copy.deepcopy(merge_config), str(out_dir), options=merge_options(seed, device))
     return out_dir
 
 
-def model_from_tensors(tensors: dict[str, torch.Tensor], out_config: Any) -> Any:
-    """Instantiate the merged model; never alias donor storage (training would mutate donors).
+def model_from_tensors(
+    tensors: dict[str, torch.Tensor], out_config: Any, *, device: str = "cpu", dtype: Any = None
+) -> Any:
+    """Instantiate the merged model on ``device``; never alias donor storage (training would
+    mutate donors). ``dtype``: the run's (None: the output config's, which a recipe's
+    ``dtype`` / ``out_dtype`` set).
 
-    The skeleton is built without random weights: every parameter is copied from ``tensors``
-    below, and one that is not (nor tied to one that is) is an error, so no uninitialised
-    memory can reach a model."""
+    The skeleton is built on the device, without random weights: every parameter is copied
+    from ``tensors`` below, and one that is not (nor tied to one that is) is an error, so no
+    uninitialised memory can reach a model."""
     from transformers import AutoModelForCausalLM
 
     from harness.evaluate.transformers_compat import weights_left_uninitialised
 
-    dtype = _config_dtype(out_config)
-    with weights_left_uninitialised():
+    dtype = dtype or _config_dtype(out_config)
+    with weights_left_uninitialised(), torch.device(device):
         model = AutoModelForCausalLM.from_config(out_config, dtype=dtype)
     missing, unexpected = model.load_state_dict(tensors, strict=False)  # copies into fresh params
     tied = _tied_parameter_names(model)

@@ -26,12 +26,12 @@ from rich.markup import escape
 from rich.progress import Progress, TextColumn
 
 from harness.assets.fsutil import Reporter, progress_columns
-from harness.build.loading import check_device
 from harness.errors import HarnessError, StoreUnavailable
 from harness.evaluate.questions import Partition
 from harness.evaluate.results import Composition, Sample
 from harness.memory import freeze_survivors, survivors_frozen
 from harness.pipeline import Scorer, Scoring
+from harness.placement import Placement
 from harness.record import Leaderboard, RecordLog, TrialRecord, is_log_url
 from harness.search.confirm import KeptModels, KeptTrial
 from harness.search.optuna_compat import heartbeat, quiet_experimental, storage_trial_id
@@ -48,6 +48,7 @@ from harness.search.study import (
     question_values,
 )
 from harness.search.workers import is_alive, is_local, recipe_claim, worker_identity
+from harness.stages import stage
 
 if TYPE_CHECKING:
     from harness.evaluate.answers import RequestCache
@@ -89,6 +90,17 @@ class SearchOutcome:
     references: list[TrialRecord] = field(default_factory=list)  # scored by this run
 
 
+def donor_headroom(space: SearchSpace) -> float:
+    """How many times a donor's size the device must keep free beside the resident donors
+    (:class:`harness.build.DonorPool`): the trial's merged model and the merge's temporaries
+    (2); with alignment, its training state too: a LoRA adapter and activations (+1), or for a
+    full fine-tune the reference copy, gradients and Adam's two moments (+4)."""
+    templates = [t for t in (space.align or {}).values() if t is not None]
+    if not templates:
+        return 2.0
+    return 3.0 if all(t.get("lora") is not None for t in templates) else 6.0
+
+
 class SearchRunner:
     def __init__(self, space: SearchSpace, options: SearchOptions, console: Console | None = None):
         if options.budget <= 0:
@@ -122,7 +134,8 @@ class SearchRunner:
                 f"--limit {self.limit} is not above the space's last rung ({self.selection.rungs[-1]})",
                 "raise --limit or lower selection.rungs in the space",
             )
-        check_device(options.device)
+        # One device and dtype decision for every stage of the run (harness.placement).
+        self.placement = Placement.decide(options.device, space.dtype)
         sampler = make_sampler(space)
         target = check_storage(options.storage, default_journal(options.db, self.study_name), warn=self._warn)
         # On PostgreSQL the leaderboard's records go to a log beside the study, shared by every
@@ -142,6 +155,7 @@ class SearchRunner:
                 heldout_limit=self.selection.heldout_limit,
             ),
             self.board,
+            placement=self.placement,
         )
         self.suites = self.scorer.suites
         # Without a split the objective's questions are the board's too ("all"), unconfirmed.
@@ -157,7 +171,8 @@ class SearchRunner:
         self.kept = KeptModels(options.db.parent / f".{options.db.name}.kept" / self.study_name)
         from harness.build import DonorPool
 
-        self.pool = DonorPool()  # donors stay loaded for the whole search
+        # Donors stay loaded for the whole search: on the GPU when they fit beside a trial.
+        self.pool = DonorPool(self.placement.device, headroom=donor_headroom(space))
         self._leaf_index: dict[str, int] = {t: i for i, t in enumerate(self.scorer.plan.leaves())}
 
     def _warn(self, message: str) -> None:
@@ -341,6 +356,7 @@ class SearchRunner:
             self._warn(
                 f"{self.board.pending()} earlier records still wait to be written to {self.options.db}"
             )
+        self.console.print(f"computing on {escape(self.placement.describe())}", soft_wrap=True)
         outcome.references = self.score_references()
         with Progress(*columns, console=self.console, transient=False) as progress:
             bar = progress.add_task(
@@ -400,9 +416,11 @@ class SearchRunner:
             )
             self.console.print(f"scoring reference model {escape(ref)} on {escape(self.suites)}")
             try:
-                model, tokenizer, path = load_pretrained(
-                    ref, device=self.options.device, dtype=self.space.dtype
-                )
+                with stage("load reference") as loaded:
+                    model, tokenizer, path = load_pretrained(
+                        ref, device=self.placement.device, dtype=self.placement.dtype
+                    )
+                    loaded(model)
                 record.align_method, record.align_steps = donor_training(path)
                 record.num_parameters, record.dtype = model_facts(model)
                 result = self.scorer.measure(model, tokenizer, self.search_part)
@@ -441,7 +459,7 @@ class SearchRunner:
         from harness.recipe import resolve_recipe
 
         built = build_model(
-            resolve_recipe(recipe, where=record.name), pool=self.pool, device=self.options.device
+            resolve_recipe(recipe, where=record.name), pool=self.pool, placement=self.placement
         )
         record.build_seconds, record.num_parameters, record.dtype = (
             built.seconds,
@@ -517,7 +535,7 @@ class SearchRunner:
         try:
             method = trial.suggest_categorical("method", list(self.space.methods))
             align = trial.suggest_categorical("align", list(self.space.align)) if self.space.align else None
-            recipe = self.space.recipe(method, trial, align=align)
+            recipe = self.space.recipe(method, trial, align=align, dtype=self.placement.dtype_name)
             recipe.name = f"{self.study_name}#{trial.number}-{method}" + (f"+{align}" if recipe.align else "")
             record.name = recipe.name
             record.merge_method = recipe.merge.get("merge_method")
@@ -619,7 +637,9 @@ class SearchRunner:
         """Keep a top-K trial's weights for the end of the run; False (confirm it now) when
         they cannot be written: a full disk costs time, never the confirmation."""
         try:
-            self.kept.keep(record, built.model, built.tokenizer)
+            with stage("keep weights") as kept:
+                self.kept.keep(record, built.model, built.tokenizer)
+                kept(built.model)
         except OSError as err:
             self._warn(
                 f"cannot keep {record.name}'s weights in {self.kept.folder} ({err}); "
@@ -653,9 +673,13 @@ class SearchRunner:
                 f"confirming {escape(record.name)} on the held-out questions ({i} of {len(entries)})"
             )
             try:
-                model, tokenizer, _ = load_pretrained(
-                    str(entry.path), device=self.options.device, dtype=record.dtype or "auto"
-                )
+                with stage("load kept") as loaded:
+                    model, tokenizer, _ = load_pretrained(
+                        str(entry.path),
+                        device=self.placement.device,
+                        dtype=record.dtype or self.placement.dtype,
+                    )
+                    loaded(model)
             except Exception as err:  # noqa: BLE001  (damaged files: the search scores stand)
                 self._warn(f"{record.name}: kept weights cannot be loaded, not confirmed: {err}")
                 self.kept.drop(entry.path)

@@ -226,7 +226,11 @@ class SearchSpace(BaseModel):
         "lm-eval's stock HFLM, which false selects).",
     )
     data_dir: str | None = None
-    dtype: str = "float32"
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        default="auto",
+        description="The run's dtype rule (harness.placement): the merge's dtype unless a method "
+        "sets one, and the reference models'. auto: bfloat16 on a GPU that supports it, else float32.",
+    )
     objective: ObjectiveSpec
     sampler: SamplerSpec = Field(default_factory=SamplerSpec)
     selection: SelectionSpec = Field(default_factory=SelectionSpec)
@@ -249,14 +253,23 @@ class SearchSpace(BaseModel):
         """The method's template with $aliases replaced by model references."""
         return _substitute(self.methods[method], self.models)
 
-    def recipe(self, method: str, trial: Any, align: str | None = None, where: str | None = None) -> Recipe:
+    def recipe(
+        self,
+        method: str,
+        trial: Any,
+        align: str | None = None,
+        where: str | None = None,
+        dtype: str | None = None,
+    ) -> Recipe:
         """Sample one concrete recipe (define-by-run) for the chosen method and alignment.
 
         Align parameters are named ``align.<candidate>.<path>``, so, like merge parameters,
         they exist only in trials that picked that candidate (no beta without alignment).
+        ``dtype``: the concrete dtype the run's rule gives (``self.dtype`` resolved on its
+        device), written into the recipe where the method sets none, so the recipe records it.
         """
         merge = materialize(self.template(method), trial, prefix=method)
-        merge.setdefault("dtype", self.dtype)
+        merge.setdefault("dtype", dtype or (self.dtype if self.dtype != "auto" else "float32"))
         data: dict[str, Any] = {"name": None, "merge": merge}
         template = (self.align or {}).get(align) if align else None
         if template is not None:
