@@ -80,3 +80,14 @@ def test_bad_doctor_input_is_one_line_and_exit_2(tmp_path, args, message):
     result = CliRunner().invoke(app, ["doctor", "--keep", str(tmp_path / "w"), *args])
     assert result.exit_code == 2 and message in result.stderr, result.output
     assert not (tmp_path / "w").exists()  # nothing written
+
+
+def test_the_request_reuse_bench_runs_on_synthetic_data_and_checks_equal_scores(capsys):
+    """``bench.requests`` (timings are not tested, its accounting is): both sides run, the
+    table has both calls, and the scores were compared."""
+    from bench import requests
+
+    assert requests.main(["--rounds", "1", "--synthetic", "--heldout", "2", "--rung", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "| held-out, 2 per task (" in out and "| rung, 1 per task (" in out
+    assert "every score equal on both sides" in out

@@ -431,6 +431,7 @@ def test_prompt_templates_are_compiled_once_with_the_same_prompts(data: Path, ti
     assert lm_eval.utils.apply_template is upstream
     with monkeypatch.context() as m:  # lm-eval's own rendering, compiling per document
         m.setattr(lm_eval_compat, "templates_compiled_once", contextlib.nullcontext)
+        m.setattr(lm_eval_compat, "REUSE_REQUESTS", False)  # its prompts rendered again too
         stock = evaluate_model(model, tokenizer, ["arc_challenge"], **kw)
     assert compiled.call_count > 4 * 3
     assert ours.scores == stock.scores
@@ -520,3 +521,71 @@ def test_the_scoring_path_is_said_once_and_recorded_on_every_row(data: Path, tin
     assert {r["scoring_path"] for r in board.scores(copy_id) if r["value"] is not None} == {"shared-prefix"}
     html = generate_report(board, tmp_path / "index.html").html.read_text()
     assert html.count(f"stock: the model&#39;s {reason}") >= 2 and "shared-prefix" in html
+
+
+def test_a_second_model_reuses_the_requests_and_their_tokens_with_the_same_numbers(
+    data: Path, tiny, tiny_models
+):
+    """Every trial of a study scores the same requests with another model (issue 33): lm-eval's
+    requests are built, and their tokens computed, by the first model's call only. A second
+    model, with the same tokenizer loaded again (another object), computes neither, and its
+    numbers equal a run that rebuilt and re-tokenised everything."""
+    from lm_eval.models.huggingface import HFLM
+
+    from harness.evaluate import encodings, lm_eval_compat
+
+    _, first, tokenizer = tiny
+    second = AutoModelForCausalLM.from_pretrained(tiny_models["donor_a"])
+    second_tokenizer = AutoTokenizer.from_pretrained(tiny_models["donor_a"])
+
+    def run(model: Any, tok: Any) -> EvalResult:
+        return evaluate_model(model, tok, ["h4"], limit=3, data_dir=data, progress=False)
+
+    _fresh_task_managers()
+    encodings._encodings.clear()
+    with mock.patch.object(lm_eval_compat, "REUSE_REQUESTS", False):
+        rebuilt = _numbers(run(second, second_tokenizer))
+    _fresh_task_managers()
+    run(first, tokenizer)
+    with (
+        mock.patch.object(HFLM, "tok_encode", side_effect=HFLM.tok_encode, autospec=True) as tokenised,
+        mock.patch("lm_eval.api.task.ConfigurableTask.fewshot_context", autospec=True) as contexts,
+    ):
+        reused = _numbers(run(second, second_tokenizer))
+    assert tokenised.call_count == 0 and contexts.call_count == 0
+    assert reused == rebuilt and reused[1]  # every score and every question's result
+
+
+def test_the_request_internals_reuse_relies_on_are_lm_evals() -> None:
+    """What reusing requests reads of lm-eval (``lm_eval_compat.requests_built_once`` and
+    ``ReusesEncodings``): an upgrade that moves any of it fails here by name, not as stale
+    requests. A new ``build_all_requests`` argument could change the requests without
+    changing the key: the argument list is pinned."""
+    import dataclasses
+    import inspect
+
+    from lm_eval.api.instance import Instance
+    from lm_eval.api.model import TemplateLM
+    from lm_eval.api.task import Task
+
+    assert "self._encode_pair(" in inspect.getsource(TemplateLM.loglikelihood)
+    assert list(inspect.signature(TemplateLM._encode_pair).parameters) == ["self", "context", "continuation"]
+    assert list(inspect.signature(Task.build_all_requests).parameters) == [
+        "self",
+        "limit",
+        "samples",
+        "rank",
+        "world_size",
+        "cache_requests",
+        "rewrite_requests_cache",
+        "system_instruction",
+        "apply_chat_template",
+        "fewshot_as_multiturn",
+        "chat_template",
+        "tokenizer_name",
+    ]
+    assert "self._instances = flattened_instances" in inspect.getsource(Task.build_all_requests)
+    fields = {f.name for f in dataclasses.fields(Instance)}
+    assert {"resps", "filtered_resps", "arguments", "doc"} <= fields
+    seeding = inspect.getsource(Task.set_fewshot_seed)
+    assert "self.fewshot_rnd = random.Random(seed)" in seeding and "self.sampler.set_rnd(seed)" in seeding

@@ -15,6 +15,8 @@ from typing import Any
 
 from lm_eval.models.huggingface import HFLM
 
+from harness.evaluate.lm_eval_compat import ReusesEncodings
+
 Answer = tuple[float, bool]
 # (context, continuation) -> lm-eval's (log-likelihood, greedy) for one loaded model.
 RequestCache = dict[tuple[str, ...], Answer]
@@ -38,5 +40,6 @@ class RemembersAnswers:
         return [memory[tuple(r.args)] for r in requests]
 
 
-class RememberingHFLM(RemembersAnswers, HFLM):
-    """lm-eval's stock ``HFLM`` with :class:`RemembersAnswers` (``fast_scoring: false``)."""
+class RememberingHFLM(RemembersAnswers, ReusesEncodings, HFLM):
+    """lm-eval's stock ``HFLM`` with :class:`RemembersAnswers` and the process's encodings
+    (``fast_scoring: false``)."""

@@ -40,6 +40,7 @@ from tqdm import tqdm
 
 from harness.evaluate import transformers_compat as tc
 from harness.evaluate.answers import Answer, RemembersAnswers
+from harness.evaluate.lm_eval_compat import ReusesEncodings
 
 log = logging.getLogger(__name__)
 
@@ -127,7 +128,7 @@ class _Question:
     requests: list[int]
 
 
-class SharedPrefixHFLM(RemembersAnswers, HFLM):
+class SharedPrefixHFLM(RemembersAnswers, ReusesEncodings, HFLM):
     """``HFLM`` whose log-likelihoods share each context's forward pass among its choices.
 
     ``batch_tokens`` caps rows x padded length per forward pass; ``pass_tokens`` is what one

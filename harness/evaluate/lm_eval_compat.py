@@ -9,7 +9,8 @@ wrong partitions, question ids or shots: ``test_chosen_questions_are_the_scored_
 ``test_the_machine_is_described_once_per_process`` (the same file), and for picking a task's
 chosen documents ``test_chosen_documents_are_upstreams_without_reading_the_rest`` (the same file),
 and for prompt templates ``test_prompt_templates_are_compiled_once_with_the_same_prompts`` (the
-same file).
+same file), and for requests and tokens reused across models
+``test_the_request_internals_reuse_relies_on_are_lm_evals`` (the same file).
 """
 
 from __future__ import annotations
@@ -55,11 +56,45 @@ class ReusingTaskManager(TaskManager):
             self._built[key] = (loaded, shots)
             for task in leaf_tasks(loaded["tasks"]).values():
                 read_only_chosen_documents(task)
+                requests_built_once(task)
         loaded, shots = self._built[key]
         for name, task in loaded["tasks"].items():
             task.set_config(key="num_fewshot", value=shots[name])
         # Fresh dicts (the Tasks and Groups inside are the reused ones): callers may edit them.
         return {field: dict(value) for field, value in loaded.items()}
+
+
+# Off only for a benchmark's "before" side (bench.requests): requests built and tokenised anew
+# on every call, as lm-eval does.
+REUSE_REQUESTS = True
+
+
+class ReusesEncodings:
+    """Mixin for lm-eval's ``HFLM``: ``_encode_pair`` (``TemplateLM``'s tokenisation of one
+    request, which ``loglikelihood`` calls for each) answered from the process's memory of
+    this tokenizer's encodings (:mod:`harness.evaluate.encodings`), computed by lm-eval's own on
+    a miss, so the tokens are always lm-eval's."""
+
+    def _encode_pair(self, context: str, continuation: str) -> tuple[list[int], list[int]]:
+        from harness.evaluate.encodings import encodings_for, tokenizer_fingerprint
+
+        upstream = super()._encode_pair  # type: ignore[misc]
+        if not REUSE_REQUESTS:
+            return upstream(context, continuation)  # type: ignore[no-any-return]
+        lm: Any = self
+        key = (
+            tokenizer_fingerprint(lm.tokenizer),
+            lm.backend,
+            getattr(lm, "add_bos_token", None),
+            getattr(lm, "prefix_token_id", None),
+        )
+        memory = encodings_for(key)
+        found = memory.get(context, continuation)
+        if found is not None:
+            return found
+        context_enc, continuation_enc = upstream(context, continuation)
+        memory.put(context, continuation, context_enc, continuation_enc)
+        return list(context_enc), list(continuation_enc)
 
 
 def read_only_chosen_documents(task: Any) -> None:
@@ -90,6 +125,80 @@ def read_only_chosen_documents(task: Any) -> None:
         )
 
     task.doc_iterator = doc_iterator
+
+
+# Question sets whose requests a task keeps (a study uses a few: each rung, the held-out set).
+KEPT_REQUEST_SETS = 8
+
+
+def _rng_states(task: Any) -> tuple[Any, ...]:
+    """The few-shot random generators' states: with the settings, they decide the contexts."""
+    sampler = getattr(task, "sampler", None)
+    return (
+        task.fewshot_rnd.getstate() if getattr(task, "fewshot_rnd", None) is not None else None,
+        sampler.rnd.getstate() if sampler is not None and getattr(sampler, "rnd", None) is not None else None,
+    )
+
+
+def _set_rng_states(task: Any, states: tuple[Any, ...]) -> None:
+    if states[0] is not None:
+        task.fewshot_rnd.setstate(states[0])
+    if states[1] is not None:
+        task.sampler.rnd.setstate(states[1])
+
+
+def requests_built_once(task: Any) -> None:
+    """Give one task a ``build_all_requests`` that builds each set of requests once.
+
+    lm-eval rebuilds a task's requests (few-shot contexts, prompts, ``Instance`` objects) on
+    every ``simple_evaluate``, and every trial of a study asks for the same ones: each rung's
+    questions and the held-out set, at the same shots, from a sampler ``simple_evaluate`` has
+    just re-seeded. The requests are a function of the task's settings, the questions and the
+    few-shot generators' states, so the same key gives the same requests: they are kept (the
+    last :data:`KEPT_REQUEST_SETS` sets), handed out again with their answers cleared
+    (``resps``, ``filtered_resps``: what ``evaluate`` fills), and the generators are left in
+    the state a build would leave them. lm-eval's own ``cache_requests`` is keyed by the task
+    name alone and ignores ``samples=``, so it cannot serve a study's question sets.
+    """
+    from collections import OrderedDict
+
+    upstream = task.build_all_requests
+    built: OrderedDict[tuple[Any, ...], tuple[list[Any], tuple[Any, ...]]] = OrderedDict()
+
+    def build_all_requests(**kwargs: Any) -> None:
+        if kwargs.get("cache_requests") or kwargs.get("rewrite_requests_cache") or not REUSE_REQUESTS:
+            return upstream(**kwargs)
+        samples = kwargs.get("samples")
+        key = (
+            task.config.num_fewshot,
+            hash(_rng_states(task)),
+            kwargs.get("limit"),
+            tuple(samples) if samples is not None else None,
+            kwargs.get("rank", 0),
+            kwargs.get("world_size", 1),
+            kwargs.get("system_instruction"),
+            bool(kwargs.get("apply_chat_template")),
+            bool(kwargs.get("fewshot_as_multiturn")),
+            kwargs.get("chat_template") is not None,
+            kwargs.get("tokenizer_name", ""),
+        )
+        found = built.get(key)
+        if found is None:
+            upstream(**kwargs)
+            built[key] = (list(task._instances), _rng_states(task))
+            while len(built) > KEPT_REQUEST_SETS:
+                built.popitem(last=False)
+            return None
+        built.move_to_end(key)
+        instances, states = found
+        for instance in instances:  # what evaluate() fills in; the rest is the request
+            instance.resps = []
+            instance.filtered_resps = {}
+        task._instances = list(instances)
+        _set_rng_states(task, states)
+        return None
+
+    task.build_all_requests = build_all_requests
 
 
 _described: dict[str, Any] = {}  # add_env_info's output, computed once per process
