@@ -56,7 +56,9 @@ class Encodings:
             return None
         return list(found[0]), list(found[1])
 
-    def put(self, context: str, continuation: str, context_enc: list[int], continuation_enc: list[int]) -> None:
+    def put(
+        self, context: str, continuation: str, context_enc: list[int], continuation_enc: list[int]
+    ) -> None:
         stored = self.contexts.get(context)  # one context string always encodes the same
         if stored is None:
             stored = self.contexts[context] = array("i", context_enc)
