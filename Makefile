@@ -12,7 +12,7 @@ PYTEST_ARGS ?=
 BENCH_ARGS ?=
 TEST_ENV := HARNESS_ACTIONLINT=$(abspath $(VENV))/actionlint HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1
 
-.PHONY: install lock browser postgres actionlint test test-fast test-latest search assets report lint bench clean
+.PHONY: install lock browser postgres actionlint test test-fast test-latest search assets report lint bench bench-gpu gpu-wheels clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -101,6 +101,14 @@ bench: install
 	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 PYTHONWARNINGS=ignore $(BIN)/python -m bench.align
 	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 PYTHONWARNINGS=ignore $(BIN)/python -m bench.memory --only ties+dpo --budget 2
 	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 PYTHONWARNINGS=ignore $(BIN)/python -m bench.pipeline
+
+# The GPU benchmark (bench/README.md "A GPU"): doctor, scoring, requests and merge at 1b7 and 7b.
+bench-gpu: install
+	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 PYTHONWARNINGS=ignore $(BIN)/python -m bench.gpu $(BENCH_ARGS)
+
+# The lock's wheels a GPU machine without a registry lacks (for Python 3.12), into .gpu-wheels.
+gpu-wheels: install
+	$(BIN)/python scripts/lock.py gpu-wheels --dest .gpu-wheels $(if $(HAVE),--have $(HAVE))
 
 clean:
 	rm -rf $(VENV) $(LATEST) .venv-lock .pytest_cache

@@ -10,6 +10,7 @@ the table gives medians.
 
     python -m bench.merge                 # the demo models, 3 rounds
     python -m bench.merge --rounds 5 --methods ties,dare_ties
+    python -m bench.merge --device cuda --dtype bfloat16 --models BASE,DONOR,DONOR   # any shape
 """
 
 from __future__ import annotations
@@ -27,58 +28,73 @@ from bench.table import print_machine, print_markdown
 BASE = "demo:smollm2-135m-instruct"
 SCIENCE = "demo:smollm2-135m-dpo-science"
 COMMONSENSE = "demo:smollm2-135m-dpo-commonsense"
-_DONORS = [
-    {"model": SCIENCE, "parameters": {"weight": 0.6, "density": 0.5}},
-    {"model": COMMONSENSE, "parameters": {"weight": 0.4, "density": 0.5}},
-]
-
-# One representative recipe per method, shaped like search/demo.yaml's candidates.
-METHODS: dict[str, dict[str, Any]] = {
-    "linear": {
-        "merge_method": "linear",
-        "models": [
-            {"model": m, "parameters": {"weight": w}}
-            for m, w in ((BASE, 0.4), (SCIENCE, 0.3), (COMMONSENSE, 0.3))
-        ],
-    },
-    "slerp": {
-        "merge_method": "slerp",
-        "base_model": SCIENCE,
-        "models": [{"model": SCIENCE}, {"model": COMMONSENSE}],
-        "parameters": {"t": 0.5},
-    },
-    "task_arithmetic": {
-        "merge_method": "task_arithmetic",
-        "base_model": BASE,
-        "models": [{"model": d["model"], "parameters": {"weight": 2.0}} for d in _DONORS],
-    },
-    "ties": {"merge_method": "ties", "base_model": BASE, "models": _DONORS},
-    "dare_ties": {"merge_method": "dare_ties", "base_model": BASE, "models": _DONORS},
-    "della": {
-        "merge_method": "della",
-        "base_model": BASE,
-        "models": [{**d, "parameters": {**d["parameters"], "epsilon": 0.1}} for d in _DONORS],
-    },
-    "passthrough": {  # SOLAR-style depth up-scaling, 30 -> 48 layers
-        "merge_method": "passthrough",
-        "slices": [
-            {"sources": [{"model": BASE, "layer_range": [0, 24]}]},
-            {"sources": [{"model": BASE, "layer_range": [6, 30]}]},
-        ],
-    },
-}
 
 
-def copy_bandwidth(megabytes: int = 512, repeats: int = 5) -> float:
-    """Bytes per second of a large tensor copy (read + write counted), best of ``repeats``."""
-    src = torch.ones(megabytes * 2**20 // 4)
+def methods(base: str, first: str, second: str, layers: int = 30) -> dict[str, dict[str, Any]]:
+    """One representative recipe per method over ``base`` and two donors, shaped like
+    search/demo.yaml's candidates (the passthrough a SOLAR-style up-scaling of ``layers``)."""
+    donors = [
+        {"model": first, "parameters": {"weight": 0.6, "density": 0.5}},
+        {"model": second, "parameters": {"weight": 0.4, "density": 0.5}},
+    ]
+    cut = layers // 5
+    return {
+        "linear": {
+            "merge_method": "linear",
+            "models": [
+                {"model": m, "parameters": {"weight": w}}
+                for m, w in ((base, 0.4), (first, 0.3), (second, 0.3))
+            ],
+        },
+        "slerp": {
+            "merge_method": "slerp",
+            "base_model": first,
+            "models": [{"model": first}, {"model": second}],
+            "parameters": {"t": 0.5},
+        },
+        "task_arithmetic": {
+            "merge_method": "task_arithmetic",
+            "base_model": base,
+            "models": [{"model": d["model"], "parameters": {"weight": 2.0}} for d in donors],
+        },
+        "ties": {"merge_method": "ties", "base_model": base, "models": donors},
+        "dare_ties": {"merge_method": "dare_ties", "base_model": base, "models": donors},
+        "della": {
+            "merge_method": "della",
+            "base_model": base,
+            "models": [{**d, "parameters": {**d["parameters"], "epsilon": 0.1}} for d in donors],
+        },
+        "passthrough": {  # SOLAR-style depth up-scaling: 30 -> 48 layers for the demo
+            "merge_method": "passthrough",
+            "slices": [
+                {"sources": [{"model": base, "layer_range": [0, layers - cut]}]},
+                {"sources": [{"model": base, "layer_range": [cut, layers]}]},
+            ],
+        },
+    }
+
+
+METHODS = methods(BASE, SCIENCE, COMMONSENSE)
+
+
+def copy_bandwidth(megabytes: int = 512, repeats: int = 5, device: str = "cpu") -> float:
+    """Bytes per second of a large tensor copy on ``device`` (read + write counted), best of
+    ``repeats``."""
+    src = torch.ones(megabytes * 2**20 // 4, device=device)
     dst = torch.empty_like(src)
     best = float("inf")
     for _ in range(repeats):
+        _sync(device)
         started = time.perf_counter()
         dst.copy_(src)
+        _sync(device)
         best = min(best, time.perf_counter() - started)
     return 2 * src.numel() * 4 / best
+
+
+def _sync(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
 
 
 def _nbytes(tensors: dict[str, torch.Tensor]) -> int:
@@ -102,25 +118,34 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
     from harness.recipe.validate import resolve_recipe
 
     torch.set_num_threads(args.threads)
-    names = [m for m in args.methods.split(",") if m] if args.methods else list(METHODS)
+    device = args.device
+    recipes = METHODS
+    if args.models:
+        base, first, second = args.models.split(",")
+        from transformers import AutoConfig
+
+        recipes = methods(base, first, second, AutoConfig.from_pretrained(base).num_hidden_layers)
+    names = [m for m in args.methods.split(",") if m] if args.methods else list(recipes)
     resolved = {
         name: resolve_recipe(
-            Recipe.model_validate({"name": f"bench-{name}", "merge": {**METHODS[name], "dtype": "float32"}})
+            Recipe.model_validate({"name": f"bench-{name}", "merge": {**recipes[name], "dtype": args.dtype}})
         )
         for name in names
     }
-    pool = DonorPool()
+    pool = DonorPool(device)
     for name in names:  # load every model before timing: a search keeps them resident
         for ref in resolved[name].merge_config.referenced_models():
             pool.loader(ref)
-    bandwidth = copy_bandwidth()
+    bandwidth = copy_bandwidth(device=device)
     seconds: dict[str, list[float]] = {name: [] for name in names}
     touched: dict[str, int] = {}
     for round_ in range(args.rounds):
         for name in names if round_ % 2 == 0 else list(reversed(names)):
             gc.collect()
+            _sync(device)
             started = time.perf_counter()
-            out, _ = merge_in_memory(resolved[name].merge_config, pool, seed=0)
+            out, _ = merge_in_memory(resolved[name].merge_config, pool, seed=0, device=device)
+            _sync(device)
             seconds[name].append(time.perf_counter() - started)
             if name not in touched:
                 config = resolved[name].merge_config
@@ -141,7 +166,8 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
             }
         )
     print(
-        f"copy bandwidth: {bandwidth / 1e9:.1f} GB/s (read + write), {args.rounds} rounds, {args.threads} threads"
+        f"copy bandwidth on {device}: {bandwidth / 1e9:.1f} GB/s (read + write), {args.rounds} rounds, "
+        f"{args.threads} threads, {args.dtype}; donors on {sorted(set(pool.where.values()))}"
     )
     return rows
 
@@ -151,6 +177,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--methods", default="", help="comma-separated subset of " + ",".join(METHODS))
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--dtype", default="float32")
+    parser.add_argument("--models", default="", help="BASE,DONOR,DONOR folders (default: the demo's three)")
     args = parser.parse_args(argv)
     print_machine()
     print_markdown(run(args))

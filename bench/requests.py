@@ -83,6 +83,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--synthetic", action="store_true", help="the doctor's synthetic H4 data (no demo datasets needed)"
     )
+    parser.add_argument("--model", default=None, help="a model folder to use instead of making one")
+    parser.add_argument("--data-dir", default=None, help="benchmark data to use (e.g. bench.gpu's)")
     args = parser.parse_args(argv)
 
     import harness.evaluate.lm_eval_compat as compat
@@ -95,10 +97,10 @@ def main(argv: list[str] | None = None) -> int:
 
     work = Path(tempfile.mkdtemp(prefix="bench-requests-"))
     placement = Placement.decide(args.device)
-    shape = resolve_shape(args.shape)
-    path = make_model(shape, work / "model", placement, seed=0)
-    data = None
-    if args.synthetic:
+    shape = resolve_shape(args.model or args.shape)
+    path = Path(args.model) if args.model else make_model(shape, work / "model", placement, seed=0)
+    data = Path(args.data_dir) if args.data_dir else None
+    if args.synthetic and data is None:
         data = work / "data"
         write_benchmark_data(["arc_challenge", "hellaswag", "mmlu", "truthfulqa_mc2"], data, questions=30)
     selection = SelectionSpec(rungs=[args.rung], heldout_limit=args.heldout)

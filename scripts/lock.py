@@ -11,6 +11,8 @@ is not).
     python scripts/lock.py check                              # installed == lock, or exit 1
     python scripts/lock.py diff [--python ...]                # what a newer install changed
     python scripts/lock.py tested-versions [--write]          # README's "Tested versions" line
+    python scripts/lock.py gpu-wheels [--dest D] [--have F]   # the lock's wheels a GPU box lacks
+    python scripts/lock.py installed > F                      # (there) what it has, for --have
 
 No hashes: the lock is installed on CPU machines with a local torch wheel and on GPU machines
 from carried wheels for another Python, so a hash would hold for one platform's files only.
@@ -22,8 +24,10 @@ import argparse
 import json
 import platform
 import re
+import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -160,6 +164,74 @@ def _wrap(line: str, width: int = 100) -> str:
     return "\n".join([*out, current])
 
 
+# The lent GPU machine (no registry) has torch 2.11, transformers 5.17, huggingface_hub 1.33,
+# peft, accelerate, pandas, pyarrow and what they need: not carried unless `--have` says more.
+GPU_BOX_HAS = re.compile(
+    r"^(huggingface-hub|hf-xet|peft|accelerate|pandas|pyarrow|numpy|safetensors|filelock|fsspec|"
+    r"jinja2|markupsafe|networkx|sympy|mpmath|typing-extensions|packaging|pyyaml|requests|urllib3|"
+    r"idna|certifi|charset-normalizer|tqdm|psutil|python-dateutil|pytz|six|httpx2|httpcore2|h11|"
+    r"anyio|sniffio|shellingham|annotated-doc|typer|click|rich|markdown-it-py|mdurl|pygments)$"
+)
+# Carried at the lock's version whatever the machine has: what the harness is tested with.
+GPU_LOCKED = re.compile(
+    r"^(transformers|tokenizers|lm-eval|mergekit|trl|optuna|datasets|duckdb|pydantic|pydantic-core)$"
+)
+# Imported by none of a search, `harness doctor` and bench.gpu (the report's plotly,
+# PostgreSQL's SQLAlchemy and psycopg, kernels, the test tools, pip's own).
+GPU_NOT_NEEDED = re.compile(
+    r"^(plotly|sqlalchemy|alembic|mako|psycopg|psycopg-binary|kernels|selenium|trio-websocket|"
+    r"wsproto|websocket-client|pytest|pluggy|iniconfig|ruff|pip|setuptools|wheel|gguf|tomlkit)$"
+)
+GPU_PYTHON = "3.12"
+GPU_PLATFORMS = (
+    "manylinux_2_28_x86_64",
+    "manylinux_2_27_x86_64",
+    "manylinux_2_17_x86_64",
+    "manylinux2014_x86_64",
+    "manylinux_2_5_x86_64",
+    "manylinux1_x86_64",
+    "any",
+)
+
+
+def gpu_carry(pins: dict[str, str], have: dict[str, str] | None) -> dict[str, str]:
+    """The lock's packages a GPU machine needs carried: not what it has (``have``: its
+    ``scripts/lock.py installed`` output; else the known list), except the tested core at the
+    lock's version, and nothing no search imports."""
+    out = {}
+    for name, version in pins.items():
+        if GPU_NOT_NEEDED.match(name):
+            continue
+        present = (have or {}).get(name) if have is not None else ("*" if GPU_BOX_HAS.match(name) else None)
+        if present is None or (GPU_LOCKED.match(name) and present != version):
+            out[name] = version
+    return out
+
+
+def gpu_wheels(dest: Path, carry: dict[str, str]) -> list[Path]:
+    """Download the wheels of ``carry`` for the GPU machine's Python (building the pure-Python
+    ones PyPI has as source archives only). On the machine: ``pip install --no-index --no-deps
+    DEST/*.whl``, then ``pip install --no-deps --no-build-isolation -e .``."""
+    dest.mkdir(parents=True, exist_ok=True)
+    pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "-q"]
+    platforms = [arg for tag in GPU_PLATFORMS for arg in ("--platform", tag)]
+    for name, version in carry.items():
+        spec = f"{name}=={version}"
+        binary = subprocess.run(
+            [*pip, "download", "--no-deps", "--only-binary=:all:", "--python-version", GPU_PYTHON,
+             *platforms, "-d", str(dest), spec],
+            capture_output=True, text=True,
+        )  # fmt: skip
+        if binary.returncode != 0:  # an sdist only: fine when it builds a py3-none-any wheel
+            built = Path(tempfile.mkdtemp())
+            subprocess.run([*pip, "wheel", "--no-deps", "-w", str(built), spec], check=True)
+            for wheel in built.glob("*.whl"):
+                if not wheel.name.endswith("-none-any.whl"):
+                    raise SystemExit(f"{spec}: no wheel for Python {GPU_PYTHON} on {GPU_PLATFORMS[0]}")
+                shutil.move(str(wheel), dest / wheel.name)
+    return sorted(dest.glob("*.whl"))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -168,7 +240,23 @@ def main(argv: list[str] | None = None) -> int:
         command.add_argument("--python", help="the environment's interpreter (default: this one)")
     readme = sub.add_parser("tested-versions")
     readme.add_argument("--write", action="store_true", help="put the line into README.md")
+    wheels = sub.add_parser("gpu-wheels")
+    wheels.add_argument("--dest", default=".gpu-wheels", help="folder for the wheels")
+    wheels.add_argument("--have", help="JSON of what the machine has (`lock.py installed` run there)")
+    sub.add_parser("installed")
     args = parser.parse_args(argv)
+
+    if args.command == "installed":  # stdlib only: runs on a machine with none of the lock
+        print(json.dumps(installed()[1], indent=0, sort_keys=True))
+        return 0
+    if args.command == "gpu-wheels":
+        have = json.loads(Path(args.have).read_text()) if args.have else None
+        found = gpu_wheels(Path(args.dest), gpu_carry(read_lock(), have))
+        size = sum(f.stat().st_size for f in found)
+        for f in found:
+            print(f"{f.stat().st_size / 2**20:7.2f} MiB  {f.name}")
+        print(f"{len(found)} wheels, {size / 2**20:.1f} MiB in {args.dest}")
+        return 0
 
     if args.command == "write":
         write(args.python)

@@ -82,12 +82,16 @@ def test_bad_doctor_input_is_one_line_and_exit_2(tmp_path, args, message):
     assert not (tmp_path / "w").exists()  # nothing written
 
 
-def test_the_request_reuse_bench_runs_on_synthetic_data_and_checks_equal_scores(capsys):
-    """``bench.requests`` (timings are not tested, its accounting is): both sides run, the
-    table has both calls, and the scores were compared."""
-    from bench import requests
+def test_the_gpu_bench_runs_on_cpu_with_the_tiny_shape(tmp_path, capsys):
+    """``bench.gpu`` is ready for the first GPU session: on CPU with ``--shapes tiny --quick``
+    every part runs (timings are not tested; the doctor's verdict, the float32 equality of
+    bench.scoring and the equal scores of bench.requests are)."""
+    from bench import gpu
 
-    assert requests.main(["--rounds", "1", "--synthetic", "--heldout", "2", "--rung", "1"]) == 0
+    assert gpu.main(["--device", "cpu", "--shapes", "tiny", "--quick", "--work", str(tmp_path)]) == 0
     out = capsys.readouterr().out
-    assert "| held-out, 2 per task (" in out and "| rung, 1 per task (" in out
-    assert "every score equal on both sides" in out
+    assert "verdict: ok" in out
+    assert "ARC-C 25-shot |" in out and "| yes" in out  # bench.scoring, equal answers
+    assert "| held-out, 2 per task (" in out and "every score equal on both sides" in out
+    assert "| linear |" in out and "| ties |" in out  # bench.merge on the shape's models
+    assert "bench.gpu: ok" in out

@@ -85,3 +85,19 @@ def test_make_install_uses_the_lock_and_checks_it() -> None:
     recipe = makefile.split("$(VENV)/.installed:", 1)[1].split("\n\n", 1)[0]
     assert "--constraint $(LOCK)" in recipe and "lock.py check" in recipe
     assert re.search(r"^test-latest:", makefile, re.M) and re.search(r"^lock:", makefile, re.M)
+
+
+def test_the_gpu_carry_set_is_what_the_machine_lacks_and_the_tested_core_at_the_locks_versions() -> None:
+    pins = {
+        "transformers": "5.23.0",
+        "lm-eval": "0.4.13",
+        "pandas": "3.1.1",
+        "scipy": "1.17.1",
+        "plotly": "7.1.0",
+        "pytest": "9.2.0",
+    }
+    # Without --have: the known list (pandas is there), never what no search imports.
+    assert lock.gpu_carry(pins, None) == {"transformers": "5.23.0", "lm-eval": "0.4.13", "scipy": "1.17.1"}
+    # With the machine's own list: what it has stays, except the tested core at another version.
+    have = {"transformers": "5.17.0", "lm-eval": "0.4.13", "scipy": "1.15.0", "pandas": "2.2.0"}
+    assert lock.gpu_carry(pins, have) == {"transformers": "5.23.0"}
