@@ -62,6 +62,7 @@ def test_the_merge_computes_and_keeps_its_results_on_the_runs_device(tiny_models
     (the CPU unless told): both must be the run's device, or a GPU merge comes back to host
     memory. (mergekit's methods cannot run on ``meta``, so the executor is stopped once made.)"""
     import mergekit.graph
+    import mergekit.merge  # noqa: F401  (imported before the patch: it binds Executor at import)
 
     from harness.build.merge import DonorPool, merge_in_memory
     from harness.recipe import recipe_from_dict, resolve_recipe
