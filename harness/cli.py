@@ -375,7 +375,7 @@ def doctor(
     shape: Annotated[
         str,
         typer.Option(
-            help="tiny (10M parameters, what CI runs) | 1b7 (SmolLM2-1.7B's shape) | 7b (Llama-2-7B's) "
+            help="tiny (7.3M parameters, what CI runs) | 1b7 (SmolLM2-1.7B's shape) | 7b (Llama-2-7B's) "
             "| a model folder (its config and tokenizer): random weights, nothing downloaded."
         ),
     ] = "tiny",

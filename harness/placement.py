@@ -75,6 +75,12 @@ def pick_dtype(dtype: str, device: str) -> Any:
     return found
 
 
+def load_onto(device: str) -> dict[str, Any]:
+    """``from_pretrained`` keywords that load a checkpoint straight onto ``device`` (no full
+    copy in host memory first); none for the CPU, where it loads anyway."""
+    return {} if device == "cpu" else {"device_map": device}
+
+
 def dtype_name(dtype: Any) -> str:
     """``torch.bfloat16`` -> ``"bfloat16"`` (the name recipes, mergekit and records use)."""
     return str(dtype).removeprefix("torch.")
@@ -115,10 +121,6 @@ class Placement:
 
             where = f"{self.device} ({torch.cuda.get_device_name(torch.device(self.device))})"
         return f"{where}, {self.dtype_name}" + (" (auto)" if self.dtype == "auto" else "")
-
-    def holds(self, model: Any) -> bool:
-        """Every parameter and buffer of ``model`` is on this run's device."""
-        return not strays(model, self.device)
 
     def bring(self, model: Any, stage: str) -> None:
         """Move a model that reached ``stage`` off this run's device there, and say so: a stage
@@ -161,8 +163,3 @@ def same_device(have: Any, want: Any) -> bool:
     return bool(
         (current if have.index is None else have.index) == (current if want.index is None else want.index)
     )
-
-
-def model_device(model: Any) -> str:
-    """Where a model's first parameter is, as a string ("cpu", "cuda:0")."""
-    return str(next(model.parameters()).device)

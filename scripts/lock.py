@@ -169,18 +169,19 @@ def _wrap(line: str, width: int = 100) -> str:
 GPU_BOX_HAS = re.compile(
     r"^(huggingface-hub|hf-xet|peft|accelerate|pandas|pyarrow|numpy|safetensors|filelock|fsspec|"
     r"jinja2|markupsafe|networkx|sympy|mpmath|typing-extensions|packaging|pyyaml|requests|urllib3|"
-    r"idna|certifi|charset-normalizer|tqdm|psutil|python-dateutil|pytz|six|httpx2|httpcore2|h11|"
-    r"anyio|sniffio|shellingham|annotated-doc|typer|click|rich|markdown-it-py|mdurl|pygments)$"
+    r"idna|certifi|charset-normalizer|tqdm|psutil|python-dateutil|pytz|six|h11|anyio|sniffio)$"
 )
 # Carried at the lock's version whatever the machine has: what the harness is tested with.
 GPU_LOCKED = re.compile(
     r"^(transformers|tokenizers|lm-eval|mergekit|trl|optuna|datasets|duckdb|pydantic|pydantic-core)$"
 )
 # Imported by none of a search, `harness doctor` and bench.gpu (the report's plotly,
-# PostgreSQL's SQLAlchemy and psycopg, kernels, the test tools, pip's own).
+# PostgreSQL's SQLAlchemy and psycopg, kernels, the test tools, pip's own; httpx2 and
+# httpcore2 serve huggingface_hub 2, which stays the machine's 1.33).
 GPU_NOT_NEEDED = re.compile(
     r"^(plotly|sqlalchemy|alembic|mako|psycopg|psycopg-binary|kernels|selenium|trio-websocket|"
-    r"wsproto|websocket-client|pytest|pluggy|iniconfig|ruff|pip|setuptools|wheel|gguf|tomlkit)$"
+    r"wsproto|websocket-client|pytest|pluggy|iniconfig|ruff|pip|setuptools|wheel|gguf|tomlkit|"
+    r"httpx2|httpcore2)$"
 )
 GPU_PYTHON = "3.12"
 GPU_PLATFORMS = (

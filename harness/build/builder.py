@@ -13,7 +13,7 @@ from harness.build.loading import model_facts
 from harness.build.merge import DonorPool, merge_in_memory, merge_to_disk, model_from_tensors
 from harness.errors import HarnessError
 from harness.memory import release_freed_memory
-from harness.placement import Placement
+from harness.placement import Placement, load_onto
 from harness.recipe import Recipe, ResolvedRecipe
 from harness.stages import stage
 
@@ -30,8 +30,6 @@ class BuiltModel:
     path: Path | None = None
     # One record per alignment step (TRL metrics, data sizes, time); [] for a plain merge.
     align_steps: list[dict[str, Any]] = field(default_factory=list)
-    merge_seconds: float = 0.0  # the merge's share of ``seconds`` (and the model's creation)
-    align_seconds: float = 0.0  # alignment's share
 
     @property
     def num_parameters(self) -> int:
@@ -92,9 +90,7 @@ def build_model(
 ) -> BuiltModel:
     """Merge (and align, when the recipe says so) one recipe into a model loaded on the run's
     device (``placement``; default: the pool's device, else :meth:`Placement.decide`), where
-    it stays.
-
-    ``merge_seconds`` and ``align_seconds`` split ``seconds``."""
+    it stays."""
     start = time.perf_counter()
     if placement is None:  # a caller's pool already says where; else the default decision
         placement = Placement(pool.device) if pool is not None else Placement.decide()
@@ -111,7 +107,7 @@ def build_model(
         else:  # with align, the on-disk merge is only an intermediate: the aligned model is saved below
             built = _build_on_disk(resolved, None if aligning else out_dir, placement)
         merged(built.model)
-    built.seconds = built.merge_seconds = time.perf_counter() - start
+    built.seconds = time.perf_counter() - start
     if aligning:
         from harness.align import apply_alignment
 
@@ -119,7 +115,6 @@ def build_model(
             # the model stays on the device; adds its time to built.seconds
             built.align_steps = apply_alignment(built, device=placement.device)
             aligned(built.model)
-        built.align_seconds = built.seconds - built.merge_seconds
     if out_dir is not None and built.path != out_dir:
         out_dir.mkdir(parents=True, exist_ok=True)
         built.save(out_dir)
@@ -160,7 +155,7 @@ def _build_on_disk(resolved: ResolvedRecipe, out_dir: Path | None, placement: Pl
         model = AutoModelForCausalLM.from_pretrained(
             target,
             dtype=run_dtype(resolved, placement) or "auto",  # auto: the checkpoint's own
-            **({} if device == "cpu" else {"device_map": device}),
+            **load_onto(device),
         )
         model.eval()
         tokenizer = AutoTokenizer.from_pretrained(target)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from harness.placement import pick_device, pick_dtype
+from harness.placement import load_onto, pick_device, pick_dtype
 
 
 def load_pretrained(ref: str, *, device: str | None = None, dtype: str = "auto") -> tuple[Any, Any, str]:
@@ -23,7 +23,7 @@ def load_pretrained(ref: str, *, device: str | None = None, dtype: str = "auto")
     device = pick_device(device)
     with weight_bars_off():
         model = AutoModelForCausalLM.from_pretrained(
-            path, dtype=pick_dtype(dtype, device), **({} if device == "cpu" else {"device_map": device})
+            path, dtype=pick_dtype(dtype, device), **load_onto(device)
         )
     model.to(device)  # a no-op where device_map put it; moves remote code that ignored it
     model.eval()

@@ -249,22 +249,23 @@ def busy_share(placement: Placement, interval: float = 0.2) -> Iterator[_Busy]:
     device = torch.device(placement.device)
 
     def sample() -> None:
-        smi = None
-        while not stop.is_set():
+        try:
+            torch.cuda.utilization(device)  # NVML through pynvml, when installed
+        except Exception:  # noqa: BLE001  (no pynvml: nvidia-smi's own loop)
+            smi = _nvidia_smi(device.index or 0, interval)
+            if smi is None or smi.stdout is None:
+                return
             try:
-                busy.samples.append(float(torch.cuda.utilization(device)))
-            except Exception:  # noqa: BLE001  (no pynvml: ask nvidia-smi)
-                smi = smi or _nvidia_smi(device.index or 0)
-                if smi is None:
-                    return
-                line = smi.stdout.readline() if smi.stdout else ""
-                if not line:
-                    return
-                busy.samples.append(float(line.strip() or 0))
-                continue
+                for line in smi.stdout:
+                    if stop.is_set():
+                        break
+                    busy.samples.append(float(line.strip() or 0))
+            finally:
+                smi.terminate()
+            return
+        while not stop.is_set():
+            busy.samples.append(float(torch.cuda.utilization(device)))
             stop.wait(interval)
-        if smi is not None:
-            smi.terminate()
 
     thread = threading.Thread(target=sample, name="gpu-busy", daemon=True)
     thread.start()
@@ -275,7 +276,7 @@ def busy_share(placement: Placement, interval: float = 0.2) -> Iterator[_Busy]:
         thread.join(timeout=5)
 
 
-def _nvidia_smi(index: int) -> subprocess.Popen[str] | None:
+def _nvidia_smi(index: int, interval: float) -> subprocess.Popen[str] | None:
     try:
         return subprocess.Popen(
             [
@@ -284,7 +285,7 @@ def _nvidia_smi(index: int) -> subprocess.Popen[str] | None:
                 "--query-gpu=utilization.gpu",
                 "--format=csv,noheader,nounits",
                 "-lms",
-                "200",
+                str(max(1, round(interval * 1000))),
             ],
             stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,

@@ -5,9 +5,9 @@ choices) with a different model but, in a merge search, the same tokenizer. lm-e
 each request again on every call (its ``_encode_pair``: the context plus continuation,
 then the context alone): 3.4 s of a 10.3 s held-out H4 call (472 questions, 8 per task) of
 a 7 M-parameter model on 2 CPU cores, measured with cProfile, and on a GPU the bulk of a
-call. :class:`ReusesEncodings` keeps lm-eval's own encoding of each ``(context,
-continuation)`` pair (``lm_eval_compat.ReusesEncodings`` asks here before lm-eval encodes),
-keyed by what decides it: the tokenizer's content (its serialised ``tokenizers`` model, so
+call. Here is lm-eval's own encoding of each ``(context, continuation)`` pair, kept
+(``lm_eval_compat.ReusesEncodings`` asks here before lm-eval encodes) and keyed by what
+decides it: the tokenizer's content (its serialised ``tokenizers`` model, so
 two loads of one tokenizer share their tokens) and the ``HFLM`` settings ``tok_encode`` reads
 (``add_bos_token``, the prefix token, causal or seq2seq).
 
