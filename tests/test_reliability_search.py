@@ -182,3 +182,28 @@ def test_two_workers_never_score_one_recipe_twice(tmp_path, tiny_models, data, e
     )
     assert {t.state for t in study.get_trials()} == {TrialState.COMPLETE}
     assert Leaderboard(db).pending() == 0
+
+
+def test_a_study_created_by_another_worker_meanwhile_is_joined(tmp_path, tiny_models, data, monkeypatch):
+    """Two workers started together both find no study; the one that appends its create second
+    joins the first one's study (Optuna raises DuplicatedStudyError there: CI once saw a worker
+    of `test_two_workers_never_score_one_recipe_twice` die of it, exit 1)."""
+    db = tmp_path / "lb.duckdb"
+    journal = optuna.storages.JournalStorage(
+        optuna.storages.journal.JournalFileBackend(str(default_journal(db, "faults")))
+    )
+    optuna.create_study(study_name="faults", storage=journal, direction="maximize")  # the other worker
+    lookup = optuna.storages.JournalStorage.get_study_id_from_name
+    looked: list[str] = []
+
+    def not_there_yet(storage, name):  # this worker looked just before the other one created it
+        if not looked:
+            looked.append(name)
+            raise KeyError(name)
+        return lookup(storage, name)
+
+    monkeypatch.setattr(optuna.storages.JournalStorage, "get_study_id_from_name", not_there_yet)
+    runner = SearchRunner(load_space(space_file(tmp_path, tiny_models, data, [0.5])), SearchOptions(1, db))
+    assert looked == ["faults"]
+    assert [s.study_name for s in optuna.get_all_study_summaries(journal)] == ["faults"]
+    assert runner.study.user_attrs["split_rule"]

@@ -187,17 +187,21 @@ class SearchRunner:
         pruner = make_pruner(self.selection)
         directions = [optuna.study.StudyDirection[d.upper()] for d in self.space.objective.directions]
         try:
+            study = None
             try:
                 self.storage.get_study_id_from_name(self.study_name)
             except KeyError:  # a new study
-                study = optuna.create_study(
-                    study_name=self.study_name,
-                    storage=self.storage,
-                    sampler=sampler,
-                    pruner=pruner,
-                    directions=directions,
-                )
-            else:  # resumed: loading writes nothing (create_study would log a no-op create)
+                try:
+                    study = optuna.create_study(
+                        study_name=self.study_name,
+                        storage=self.storage,
+                        sampler=sampler,
+                        pruner=pruner,
+                        directions=directions,
+                    )
+                except optuna.exceptions.DuplicatedStudyError:
+                    pass  # a worker started together with this one created it first: join it
+            if study is None:  # resumed: loading writes nothing (create_study would log a no-op create)
                 study = optuna.load_study(
                     study_name=self.study_name, storage=self.storage, sampler=sampler, pruner=pruner
                 )
