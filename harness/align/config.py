@@ -69,6 +69,8 @@ ALIGN_PARAMETER_RANGES: dict[str, tuple[float, float]] = {
     "dropout": (0.0, 0.999999),
 }
 
+DEFAULT_MAX_NEW_TOKENS = 64  # on-policy answers: the demo's labels are a few words
+
 _SOURCE_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
 
 
@@ -89,9 +91,26 @@ class PreferenceSource(BaseModel):
     limit: int | None = Field(
         default=None, ge=1, description="Use only the first N pairs (after de-duplication)."
     )
+    # None (the default) keeps the data's own ``rejected``: both default to None so that
+    # recipes written before these fields keep their content hash.
+    rejected: Literal["on_policy"] | None = Field(
+        default=None,
+        description="on_policy: the seed recipe's rule for data without preference labels: the "
+        "starting model of the alignment step answers each prompt (greedy) and its answer is "
+        "'rejected', the data's label ('chosen') stays; answers equal to the label are dropped.",
+    )
+    max_new_tokens: int | None = Field(
+        default=None,
+        ge=1,
+        le=4096,
+        description=f"Longest on-policy answer in tokens (rejected: on_policy only; default "
+        f"{DEFAULT_MAX_NEW_TOKENS}).",
+    )
 
     @model_validator(mode="after")
     def _default_name(self) -> PreferenceSource:
+        if self.max_new_tokens is not None and self.rejected != "on_policy":
+            raise ValueError("max_new_tokens applies to rejected: on_policy only")
         if self.name is None:
             stem = self.path.removeprefix("demo:").rstrip("/").split("/")[-1]
             self.name = re.sub(r"\.(jsonl|json|parquet)$", "", stem) or "data"
