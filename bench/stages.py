@@ -33,7 +33,7 @@ def instrument() -> None:
 
     builder.merge_in_memory = _marked("merge (mergekit, in memory)", builder.merge_in_memory)
     builder.model_from_tensors = _marked("model from the merged tensors", builder.model_from_tensors)
-    trainer.dpo_step = _marked("DPO step (TRL)", trainer.dpo_step)
+    trainer.train_step = _marked("alignment step (TRL)", trainer.train_step)
     Scorer.measure = _marked("scoring (lm-eval)", Scorer.measure)  # type: ignore[method-assign]
     Scorer.record = _marked("recording", Scorer.record)  # type: ignore[method-assign]
 

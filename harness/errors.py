@@ -34,3 +34,8 @@ class StoreUnavailable(Exception):
 
     def __init__(self, problem: str, fix: str | None = None):
         super().__init__(_one_line(problem, fix))
+
+
+class AlignmentError(RuntimeError):
+    """A run-time failure of the alignment stage (NaN loss, out of memory, bad weights): the
+    trial fails and is recorded; not bad input."""

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.align import ALIGN_PARAMETER_RANGES, AlignConfig
+from harness.align import AlignConfig, parameter_ranges
 from harness.align import donors as donors_module
 from harness.align.donors import DEMO_DONORS, DonorSpec, donor_ready, donor_training, prepare_demo_donors
 from harness.errors import HarnessError
@@ -32,15 +32,25 @@ def test_demo_donor_specs_are_valid_and_use_unscored_data():
     assert DEMO_DONORS["smollm2-135m-dpo-science"].config().method == "sdpo"
 
 
-def test_parameter_ranges_are_legal_values():
+@pytest.mark.parametrize("method", ["sdpo", "kto", "orpo"])
+def test_parameter_ranges_are_legal_values(method):
+    """Both ends of every range a search space may sample are values the config accepts."""
     lora_keys = {"r", "alpha", "dropout"}
-    for name, (low, high) in ALIGN_PARAMETER_RANGES.items():
+    ranges = parameter_ranges(method)
+    assert {"beta", "learning_rate", "max_steps", "r"} <= set(ranges)
+    for name, (low, high) in ranges.items():
         for value in (low, high):
-            data = {"method": "sdpo", "data": "x.jsonl"}
+            if method == "orpo" and name == "steps":
+                continue  # orpo has no sDPO schedule, so no T
+            data = {"method": method, "data": "x.jsonl"}
+            if method == "kto":
+                data.update(per_device_train_batch_size=2, schedule="sdpo")
             if name in lora_keys:
                 data["lora"] = {name: value}
             elif name == "label_smoothing":
                 data.update(loss_type="robust", label_smoothing=value)
+            elif name == "per_device_train_batch_size" and method == "kto":
+                data.update(loss_type="apo_zero_unpaired", per_device_train_batch_size=value)
             else:
                 data[name] = value
             AlignConfig.model_validate(data)

@@ -130,7 +130,7 @@ def test_reference_reload_is_refused(tiny_models):
     """The guard: if TRL ever reaches its reload path, alignment fails loudly."""
     from harness.align.trl_compat import no_reference_reload
 
-    with no_reference_reload(), pytest.raises(AlignmentError, match="re-load the DPO reference"):
+    with no_reference_reload(), pytest.raises(AlignmentError, match="re-load the reference model"):
         trl.trainer.dpo_trainer.create_model_from_path("/nonexistent")
 
 

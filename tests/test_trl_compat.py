@@ -7,6 +7,7 @@ import torch
 import trl.trainer.utils as trl_utils
 from transformers import AutoModelForCausalLM
 
+from harness.align.methods import METHODS
 from harness.align.trl_compat import labelled_positions_only, strip_trl_patches
 
 from .tiny import make_tiny_llama
@@ -21,6 +22,23 @@ def test_trl_still_has_the_internals_the_harness_patches():
     )
     assert hasattr(trl_utils, "_ChunkedLogProbFunction"), "TRL's chunked log-prob kernel moved"
     assert callable(getattr(dpo_module, "create_model_from_path", None)), "TRL's reference reload moved"
+
+
+@pytest.mark.parametrize("name", sorted(METHODS))
+def test_every_registered_method_finds_its_trl_trainer(name):
+    """Each method's TRL classes import, and where its trainer would re-load a reference from
+    disk the guard has a hook to replace (ORPO has no reference)."""
+    import importlib
+
+    method = METHODS[name]
+    config_class, trainer_class = method.trl_classes()
+    assert config_class.__name__.endswith("Config") and trainer_class.__name__.endswith("Trainer")
+    module = importlib.import_module(method.trl_module)
+    assert getattr(module, trainer_class.__name__) is trainer_class, f"{method.trl_module} moved"
+    if method.needs_reference:
+        assert callable(getattr(module, "create_model_from_path", None)), (
+            f"{method.trl_module}.create_model_from_path (the reference reload) moved"
+        )
 
 
 @pytest.fixture

@@ -1,11 +1,12 @@
-"""Alignment stage: DPO and stepwise DPO (sDPO) after the merge, as build steps.
+"""Alignment stage: preference training (DPO, KTO, ORPO; stepwise as sDPO) after the merge.
 
 * :mod:`harness.align.config`: :class:`AlignConfig`, the recipe's ``align`` part (pydantic,
-  TRL ``DPOConfig`` names, ranges checked at the door);
+  TRL's names, ranges checked at the door);
+* :mod:`harness.align.methods`: the registered methods, one module each;
 * :mod:`harness.align.data`: TRL-format preference data (JSONL / parquet / hub / ``demo:<set>``),
   column checks, the seed recipe ``pairs_from_qa`` with near-duplicate removal;
-* :mod:`harness.align.trainer`: :func:`align_model` / :func:`apply_alignment` (TRL
-  ``DPOTrainer``; sDPO = a loop whose step t uses M(t-1) as reference);
+* :mod:`harness.align.trainer`: :func:`align_model` / :func:`apply_alignment` (one TRL
+  trainer per step; sDPO = a loop whose step t uses M(t-1) as reference);
 * :mod:`harness.align.donors`: :func:`prepare_demo_donors`, DPO-made demo donors.
 
 Only the config is imported eagerly: recipes validate without importing torch or TRL.
@@ -15,16 +16,16 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from harness.align.config import ALIGN_PARAMETER_RANGES, AlignConfig, LoraSpec, PreferenceSource
+from harness.align.config import AlignConfig, IA3Spec, LoraSpec, PreferenceSource, parameter_ranges
+from harness.errors import AlignmentError
 
 if TYPE_CHECKING:
     from harness.align.data import check_align, pairs_from_qa, prepare_demo_preference_sets
     from harness.align.donors import prepare_demo_donors
-    from harness.align.trainer import AlignmentError, AlignResult, align_model, apply_alignment
+    from harness.align.trainer import AlignResult, align_model, apply_alignment
 
 _LAZY = {
     "AlignResult": "harness.align.trainer",
-    "AlignmentError": "harness.align.trainer",
     "align_model": "harness.align.trainer",
     "apply_alignment": "harness.align.trainer",
     "check_align": "harness.align.data",
@@ -34,15 +35,16 @@ _LAZY = {
 }
 
 __all__ = [
-    "ALIGN_PARAMETER_RANGES",
     "AlignConfig",
     "AlignResult",
     "AlignmentError",
+    "IA3Spec",
     "LoraSpec",
     "PreferenceSource",
     "align_model",
     "apply_alignment",
     "check_align",
+    "parameter_ranges",
     "pairs_from_qa",
     "prepare_demo_donors",
     "prepare_demo_preference_sets",

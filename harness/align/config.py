@@ -1,23 +1,28 @@
-"""The alignment stage's configuration: DPO or stepwise DPO (sDPO), validated at the door.
+"""The alignment stage's configuration: a preference method, once or stepwise (sDPO),
+validated at the door.
 
-This is the ``align`` part of a recipe. It is plain data: which preference data, how the sDPO
-steps split it, and the TRL ``DPOConfig`` hyperparameters (same names, so TRL's documentation
-applies), plus LoRA through PEFT. Ranges are checked here, so a typo such as ``beta: -1`` or
+This is the ``align`` part of a recipe. It is plain data: which preference data, which
+registered method (:mod:`harness.align.methods`: dpo, kto, orpo), how the sDPO steps split the
+data, and the TRL hyperparameters (same names, so TRL's documentation applies), plus LoRA or
+IA3 through PEFT. Ranges are checked here, so a typo such as ``beta: -1`` or
 ``learning_rate: 5`` fails before any weights are loaded. Example::
 
     align:
-      method: sdpo                 # dpo: one run; sdpo: one DPO run per chunk, reference = M(t-1)
+      method: sdpo                 # dpo | kto | orpo: one run; sdpo = dpo on the sDPO schedule
+      # schedule: sdpo             # the same schedule for kto (dpo too); not for orpo
       data:
         - {name: sciq, path: demo:sciq}
-        - {name: obqa, path: ./prefs/openbookqa.jsonl}
+        - {name: obqa, path: ./prefs/openbookqa.jsonl, rejected: on_policy}
       steps: 2                     # T (sdpo); default: one step per source
       partition: reward_accuracy   # easy -> hard by the starting model's reward accuracy
       beta: 0.1
+      loss_type: ipo               # DPO's own field: IPO
       learning_rate: 5.0e-6
       max_steps: 20                # per sDPO step
-      lora: {r: 8, alpha: 16}      # omit for full fine-tuning
+      lora: {r: 8, alpha: 16}      # or ia3: {}; omit both for full fine-tuning
 
 Everything that changes the weights is a field here, so it is part of ``Recipe.content_hash()``.
+Fields added later default to None (left out of the hash), so older recipes keep theirs.
 """
 
 from __future__ import annotations
@@ -25,49 +30,16 @@ from __future__ import annotations
 import re
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+import annotated_types
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic.fields import FieldInfo
 
-# TRL 1.x DPO loss types (trl/trainer/dpo_trainer.py, ``_compute_loss``).
-LossType = Literal[
-    "sigmoid",
-    "hinge",
-    "ipo",
-    "exo_pair",
-    "nca_pair",
-    "robust",
-    "bco_pair",
-    "sppo_hard",
-    "aot",
-    "aot_unpaired",
-    "apo_zero",
-    "apo_down",
-    "discopop",
-    "sft",
-    "sigmoid_norm",
-]
+from harness.align.methods import METHODS, STEPWISE_DPO, AlignMethod, get_method, method_names
+
 SchedulerType = Literal[
     "linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup"
 ]
 Partition = Literal["reward_accuracy", "random", "as_listed"]
-
-# Legal range of each numeric align parameter, for search spaces that sample them (a
-# ``{float: [low, high]}`` over ``align.beta`` must stay inside these). Open bounds (beta > 0)
-# are written as a tiny positive number.
-ALIGN_PARAMETER_RANGES: dict[str, tuple[float, float]] = {
-    "beta": (1e-9, 100.0),
-    "learning_rate": (1e-12, 0.999999),
-    "num_train_epochs": (1e-9, 100.0),
-    "max_steps": (1, 10**9),
-    "steps": (1, 64),
-    "warmup_ratio": (0.0, 0.999999),
-    "label_smoothing": (0.0, 0.499999),
-    "weight_decay": (0.0, 0.999999),
-    "per_device_train_batch_size": (1, 4096),
-    "gradient_accumulation_steps": (1, 4096),
-    "r": (1, 1024),
-    "alpha": (1e-9, 1e9),
-    "dropout": (0.0, 0.999999),
-}
 
 DEFAULT_MAX_NEW_TOKENS = 64  # on-policy answers: the demo's labels are a few words
 
@@ -144,16 +116,57 @@ class LoraSpec(BaseModel):
         return value
 
 
-class AlignConfig(BaseModel):
-    """Alignment after the merge: DPO, or sDPO (T DPO runs over T chunks, reference = M(t-1)).
-
-    Parameters mirror ``trl.DPOConfig`` (same names and meaning) so TRL's documentation applies.
-    """
+class IA3Spec(BaseModel):
+    """IA3 through PEFT (Liu et al. 2022): learned rescaling vectors on attention keys / values
+    and the feed-forward input; far fewer parameters than LoRA. Merged back after each step."""
 
     model_config = ConfigDict(extra="forbid")
 
+    target_modules: list[str] | None = Field(
+        default=None,
+        description="Modules to rescale; default: PEFT's choice for the architecture "
+        "(Llama: k_proj, v_proj, down_proj).",
+    )
+    feedforward_modules: list[str] | None = Field(
+        default=None,
+        description="The target modules that are feed-forward layers (their input is rescaled, "
+        "not their output); must be among target_modules. Default: PEFT's choice.",
+    )
+
+    @model_validator(mode="after")
+    def _consistent(self) -> IA3Spec:
+        if self.target_modules is not None and not all(self.target_modules):
+            raise ValueError("target_modules must name modules")
+        if "lm_head" in (self.target_modules or []):
+            raise ValueError("lm_head cannot carry an adapter in TRL (it is never trained)")
+        if self.feedforward_modules is not None:
+            if self.target_modules is None:
+                raise ValueError("feedforward_modules needs target_modules (it is a subset of them)")
+            stray = sorted(set(self.feedforward_modules) - set(self.target_modules))
+            if stray:
+                raise ValueError(f"feedforward_modules {stray} are not among target_modules")
+        return self
+
+
+class AlignConfig(BaseModel):
+    """Alignment after the merge: a registered preference method (:mod:`harness.align.methods`:
+    dpo, kto, orpo), once or on the sDPO schedule (T runs over T chunks, reference = M(t-1)).
+
+    The fields here are every method's; a method's own fields (DPO's ``loss_type``, KTO's
+    ``desirable_weight``...) are validated by its ``options`` model and kept beside them, so a
+    recipe stays flat and uses TRL's names, and TRL's documentation applies.
+    """
+
+    # Extra keys are the method's own fields, validated in _method_fields (never free-form).
+    model_config = ConfigDict(extra="allow")
+
     # > What to run
-    method: Literal["dpo", "sdpo"] = Field(description="dpo: one run; sdpo: stepwise DPO.")
+    method: str = Field(description="A registered method (dpo, kto, orpo); sdpo = dpo on the sDPO schedule.")
+    schedule: Literal["sdpo"] | None = Field(
+        default=None,
+        description="sdpo: T runs, each from the previous one's model as its reference (methods "
+        "with a reference only). Unset: one run.",
+    )
     data: list[PreferenceSource] = Field(
         min_length=1, description="Preference data sources (TRL preference format)."
     )
@@ -161,7 +174,7 @@ class AlignConfig(BaseModel):
         default=None,
         ge=1,
         le=64,
-        description="T, the number of sDPO steps; default one per source. Must be 1 for dpo.",
+        description="T, the number of sDPO steps; default one per source. Must be 1 without sDPO.",
     )
     partition: Partition = Field(
         default="reward_accuracy",
@@ -172,29 +185,29 @@ class AlignConfig(BaseModel):
     difficulty_sample: int = Field(
         default=64,
         ge=1,
+        le=100_000,
         description="Pairs per source scored by the starting model to order sources "
         "(partition: reward_accuracy).",
     )
 
-    # > DPO loss (trl.DPOConfig)
+    # > Preference loss (every method has a beta)
     beta: float = Field(
-        default=0.1, gt=0.0, le=100.0, description="Deviation from the reference (higher = less)."
-    )
-    loss_type: LossType = Field(default="sigmoid", description="TRL loss; sigmoid = DPO.")
-    label_smoothing: float = Field(
-        default=0.0,
-        ge=0.0,
-        lt=0.5,
-        description="Only for robust / exo_pair; no effect with sigmoid (rejected there).",
+        default=0.1,
+        gt=0.0,
+        le=100.0,
+        description="Deviation from the reference (higher = less); ORPO: the odds-ratio weight.",
     )
 
-    # > Optimisation (trl.DPOConfig / transformers.TrainingArguments); per sDPO step
+    # > Optimisation (TRL configs / transformers.TrainingArguments); per sDPO step
     learning_rate: float = Field(default=1e-6, gt=0.0, lt=1.0, description="Peak AdamW LR.")
     num_train_epochs: float = Field(
         default=1.0, gt=0.0, le=100.0, description="Epochs over each step's chunk."
     )
     max_steps: int | None = Field(
-        default=None, ge=1, description="Optimizer steps per DPO run; overrides num_train_epochs."
+        default=None,
+        ge=1,
+        le=10**9,
+        description="Optimizer steps per run; overrides num_train_epochs.",
     )
     per_device_train_batch_size: int = Field(default=8, ge=1, le=4096)
     gradient_accumulation_steps: int = Field(default=1, ge=1, le=4096)
@@ -203,10 +216,11 @@ class AlignConfig(BaseModel):
     )
     lr_scheduler_type: SchedulerType = "linear"
     weight_decay: float = Field(default=0.0, ge=0.0, lt=1.0)
-    max_grad_norm: float = Field(default=1.0, gt=0.0)
+    max_grad_norm: float = Field(default=1.0, gt=0.0, le=1e6)
     max_length: int | None = Field(
         default=512,
         ge=8,
+        le=10**6,
         description="Truncate prompt+completion to this many tokens (None: no truncation).",
     )
     seed: int | None = Field(
@@ -224,8 +238,9 @@ class AlignConfig(BaseModel):
         "then holds one model copy instead of two).",
     )
 
-    # > Parameter-efficient fine-tuning
-    lora: LoraSpec | None = Field(default=None, description="LoRA via PEFT; None = full fine-tune.")
+    # > Parameter-efficient fine-tuning (one adapter at most; none = full fine-tune)
+    lora: LoraSpec | None = Field(default=None, description="LoRA via PEFT.")
+    ia3: IA3Spec | None = Field(default=None, description="IA3 via PEFT.")
 
     @field_validator("data", mode="before")
     @classmethod
@@ -237,40 +252,84 @@ class AlignConfig(BaseModel):
             return [{"path": v} if isinstance(v, str) else v for v in value]
         return value
 
+    @model_validator(mode="before")
+    @classmethod
+    def _method_fields(cls, data: Any) -> Any:
+        """Validate the method's own fields with its options model (defaults filled in, so
+        they are part of the recipe's hash); any other unknown key is an error."""
+        if not isinstance(data, dict) or not isinstance(data.get("method"), str):
+            return data  # pydantic reports the missing or mistyped method
+        name = data["method"]
+        if name not in method_names():
+            raise ValueError(f"unknown method {name!r}: use one of {', '.join(method_names())}")
+        data = dict(data)
+        if name == "dpo" and data.get("schedule") == STEPWISE_DPO:
+            data["method"], data["schedule"] = STEPWISE_DPO, None  # one spelling, one hash
+        options_model = get_method(name).options
+        own = {k: data.pop(k) for k in list(data) if k not in cls.model_fields}
+        stray = sorted(k for k in own if k not in options_model.model_fields)
+        if stray:
+            raise ValueError(
+                f"unknown field {stray[0]!r} for method {name!r} (its own fields: "
+                f"{', '.join(options_model.model_fields) or 'none'})"
+            )
+        try:
+            options = options_model.model_validate(own)
+        except ValidationError as err:
+            first = err.errors()[0]
+            loc = ".".join(str(p) for p in first.get("loc", ()))
+            raise ValueError(f"{loc}: {first.get('msg')}") from None
+        return {**data, **options.model_dump()}
+
     @model_validator(mode="after")
     def _consistent(self) -> AlignConfig:
         names = [s.name for s in self.data]
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
             raise ValueError(f"data source names must be unique (repeated: {', '.join(dupes)})")
-        if self.method == "dpo" and self.steps not in (None, 1):
-            raise ValueError("steps (T) applies to method sdpo; dpo is one step")
-        if self.label_smoothing and self.loss_type not in ("robust", "exo_pair"):
-            raise ValueError(
-                f"label_smoothing has no effect with loss_type {self.loss_type!r}; "
-                "use robust or exo_pair, or set it to 0"
-            )
-        if self.loss_type == "exo_pair" and not self.label_smoothing:
-            raise ValueError("loss_type exo_pair needs label_smoothing > 0 (the paper uses 1e-3)")
+        if self.method == STEPWISE_DPO and self.schedule is not None:
+            raise ValueError("method sdpo is already DPO on the sDPO schedule: drop schedule")
+        if not self.stepwise and self.steps not in (None, 1):
+            raise ValueError("steps (T) applies to the sdpo schedule; without it there is one step")
+        if self.lora is not None and self.ia3 is not None:
+            raise ValueError("one adapter at most: lora or ia3, not both")
+        self.trainer.check(self)
         return self
 
     @property
+    def trainer(self) -> AlignMethod:
+        """The registered method that trains each step."""
+        return get_method(self.method)
+
+    @property
+    def options(self) -> BaseModel:
+        """The method's own fields, as its options model."""
+        return self.trainer.options.model_validate(self.model_extra or {})
+
+    @property
+    def stepwise(self) -> bool:
+        """On the sDPO schedule (``method: sdpo``, or ``schedule: sdpo``)."""
+        return self.method == STEPWISE_DPO or self.schedule == STEPWISE_DPO
+
+    @property
     def num_steps(self) -> int:
-        """T: the number of DPO runs (1 for dpo; for sdpo default one per source)."""
-        if self.method == "dpo":
+        """T: the number of runs (1 without sDPO; with it, default one per source)."""
+        if not self.stepwise:
             return 1
         return self.steps or len(self.data)
+
+    @property
+    def adapter(self) -> LoraSpec | IA3Spec | None:
+        return self.lora or self.ia3
 
     @property
     def uses_lora(self) -> bool:
         return self.lora is not None
 
     def trl_kwargs(self) -> dict[str, Any]:
-        """The ``trl.DPOConfig`` fields this config sets (the caller adds I/O and device ones)."""
+        """The TRL config fields this config sets (the caller adds I/O and device ones)."""
         kwargs: dict[str, Any] = {
             "beta": self.beta,
-            "loss_type": [self.loss_type],
-            "label_smoothing": self.label_smoothing,
             "learning_rate": self.learning_rate,
             "num_train_epochs": self.num_train_epochs,
             "max_steps": self.max_steps if self.max_steps is not None else -1,
@@ -283,6 +342,51 @@ class AlignConfig(BaseModel):
             "max_grad_norm": self.max_grad_norm,
             "max_length": self.max_length,
             "gradient_checkpointing": self.gradient_checkpointing,
-            "precompute_ref_log_probs": self.precompute_ref_log_probs,
         }
+        if self.trainer.needs_reference:
+            kwargs["precompute_ref_log_probs"] = self.precompute_ref_log_probs
+        kwargs.update(self.trainer.trl_kwargs(self.options))
         return kwargs
+
+
+def parameter_ranges(method: str | None = None) -> dict[str, tuple[float, float]]:
+    """The legal range of each numeric align parameter, read from the fields' constraints (the
+    common fields, LoRA's, and ``method``'s own; every method's when None): what a search
+    space's ``{float: [low, high]}`` over ``align.<name>`` must stay inside. Open bounds are
+    moved just inside (``beta > 0`` gives 1e-9)."""
+    models: list[type[BaseModel]] = [AlignConfig, LoraSpec]
+    models += (
+        [get_method(method).options] if method in method_names() else [m.options for m in METHODS.values()]
+    )
+    ranges: dict[str, tuple[float, float]] = {}
+    for model in models:
+        for name, info in model.model_fields.items():
+            bounds = _field_bounds(info)
+            if bounds is not None:
+                ranges[name] = bounds
+    return ranges
+
+
+def _field_bounds(info: FieldInfo) -> tuple[float, float] | None:
+    integer = _base_type(info.annotation) is int
+    if not integer and _base_type(info.annotation) is not float:
+        return None
+    low, high = None, None
+    for item in info.metadata:
+        if isinstance(item, annotated_types.Ge):
+            low = item.ge
+        elif isinstance(item, annotated_types.Gt):
+            low = item.gt + (1 if integer else 1e-9)
+        elif isinstance(item, annotated_types.Le):
+            high = item.le
+        elif isinstance(item, annotated_types.Lt):
+            high = item.lt - (1 if integer else 1e-6)
+    if low is None or high is None:
+        return None  # unbounded (seed): no range to check
+    return (low, high)
+
+
+def _base_type(annotation: Any) -> Any:
+    """int for ``int`` and ``int | None``; float likewise; else the annotation."""
+    args = [a for a in getattr(annotation, "__args__", ()) if a is not type(None)]
+    return args[0] if len(args) == 1 else annotation

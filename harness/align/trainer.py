@@ -1,12 +1,13 @@
-"""DPO and stepwise DPO (sDPO) on a loaded model, with TRL's ``DPOTrainer``.
+"""Preference training on a loaded model, one TRL trainer per run; sDPO as a schedule.
 
-One DPO run is one ``DPOTrainer``. sDPO (arXiv 2403.19270) is a loop of DPO runs over T
-chunks of the preference data: step t trains a target initialised from M(t-1) against the
-reference M(t-1); M0 is the model the stage starts from (the merge). TRL has no sDPO
-(``trl.experimental.sdpo`` is an unrelated method).
+One run is one TRL trainer of the recipe's registered method (:mod:`harness.align.methods`:
+DPO, KTO, ORPO). sDPO (arXiv 2403.19270) is a loop of runs over T chunks of the preference
+data: step t trains a target initialised from M(t-1) against the reference M(t-1); M0 is the
+model the stage starts from (the merge). It works around any method with a reference (DPO,
+IPO, KTO). TRL has no sDPO (``trl.experimental.sdpo`` is an unrelated method).
 
 The reference is always the model the run starts from, in memory: a frozen copy (full
-fine-tuning), the adapter-disabled base (LoRA: the base *is* M(t-1)), or log-probs TRL
+fine-tuning), the adapter-disabled base (LoRA / IA3: the base *is* M(t-1)), or log-probs TRL
 precomputes from the policy before its first update (``precompute_ref_log_probs``). It is never
 re-loaded from ``config._name_or_path``, which TRL 1.x does when ``ref_model=None`` without
 PEFT: wrong for an in-memory merge. A guard turns any such reload into an error.
@@ -14,6 +15,7 @@ PEFT: wrong for an in-memory merge. A guard turns any such reload into an error.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import gc
 import math
@@ -29,13 +31,14 @@ from transformers import PrinterCallback, TrainerCallback
 
 from harness.align.config import AlignConfig
 from harness.align.data import LoadedSource, checked_sources, reward_accuracy
+from harness.align.methods import AlignMethod
 from harness.align.trl_compat import (
     checkpointing_rename_quiet,
     labelled_positions_only,
     no_reference_reload,
     strip_trl_patches,
 )
-from harness.errors import HarnessError
+from harness.errors import AlignmentError, HarnessError
 from harness.evaluate.datasources import datasets_bars_off
 from harness.memory import release_freed_memory
 from harness.placement import pick_device
@@ -44,7 +47,8 @@ if TYPE_CHECKING:
     from harness.build.builder import BuiltModel
     from harness.recipe.schema import Recipe
 
-# TRL's logged metric -> column of the ``align_steps`` table.
+# TRL's logged metric -> column of the ``align_steps`` table (a method's other metrics go to
+# the row's ``metrics``).
 RECORD_KEYS = {
     "loss": "loss",
     "rewards/chosen": "rewards_chosen",
@@ -54,13 +58,9 @@ RECORD_KEYS = {
 }
 
 
-class AlignmentError(RuntimeError):
-    """A run-time failure of the alignment stage (NaN loss, out of memory, bad weights)."""
-
-
 @dataclass
 class AlignResult:
-    """The aligned model and one record per DPO run (``TrialRecord.align_steps``)."""
+    """The aligned model and one record per run (``TrialRecord.align_steps``)."""
 
     model: Any  # transformers.PreTrainedModel (plain: LoRA adapters are merged back)
     steps: list[dict[str, Any]]
@@ -71,7 +71,7 @@ class AlignResult:
 
 @dataclass
 class Chunk:
-    """The pairs of one sDPO step."""
+    """The pairs of one run (an sDPO step, or the whole data)."""
 
     name: str
     rows: list[dict[str, Any]]
@@ -90,10 +90,11 @@ def align_model(
     on_step: Callable[[dict[str, Any]], None] | None = None,
     on_progress: Callable[[int, int, int], None] | None = None,
 ) -> AlignResult:
-    """Run DPO (one step) or sDPO (T steps) on ``model``; return the aligned model and records.
+    """Run the recipe's method once, or on the sDPO schedule (T steps), on ``model``; return
+    the aligned model and records.
 
-    Full fine-tuning trains ``model`` in place (it is returned); LoRA returns the base with the
-    adapter merged in. ``device``: ``"cpu"``, ``"cuda"``... (default: CUDA when available);
+    Full fine-tuning trains ``model`` in place (it is returned); an adapter (LoRA, IA3) returns
+    the base with the adapter merged in. ``device``: ``"cpu"``, ``"cuda"``... (default: CUDA when available);
     the model is left on that device. ``output_dir`` is TRL's scratch folder (a temp folder
     by default; nothing is saved there). ``seed`` is used unless ``config.seed`` is set.
     ``on_step`` gets each step's record when it ends; ``on_progress(step, done, total)`` is
@@ -106,7 +107,7 @@ def align_model(
         sources = checked_sources(config, "align")
     _check_tokenizer(tokenizer, sources)
     difficulty: dict[str, float] = {}
-    by_difficulty = config.method == "sdpo" and config.partition == "reward_accuracy"
+    by_difficulty = config.stepwise and config.partition == "reward_accuracy"
     if by_difficulty and len(sources) > 1 and config.num_steps > 1:
         difficulty = source_difficulty(model, tokenizer, sources, config, seed=seed, device=device)
     chunks = partition(sources, config, seed=seed, difficulty=difficulty)
@@ -118,7 +119,7 @@ def align_model(
     steps: list[dict[str, Any]] = []
     current = model
     for t, chunk in enumerate(chunks, start=1):
-        current, record = dpo_step(
+        current, record = train_step(
             current,
             tokenizer,
             chunk,
@@ -266,10 +267,10 @@ def normalized_rows(source: LoadedSource) -> list[dict[str, Any]]:
     return rows
 
 
-# --- one DPO run -----------------------------------------------------------------------------
+# --- one run ---------------------------------------------------------------------------------
 
 
-def dpo_step(
+def train_step(
     policy: Any,
     tokenizer: Any,
     chunk: Chunk,
@@ -281,11 +282,13 @@ def dpo_step(
     output_dir: str | Path | None = None,
     on_progress: Callable[[int, int, int], None] | None = None,
 ) -> tuple[Any, dict[str, Any]]:
-    """One DPO run on ``chunk``: the reference is ``policy`` as it is now. Returns (model, record)."""
+    """One run of the config's method on ``chunk``; the reference (when the method has one) is
+    ``policy`` as it is now. Returns (model, record)."""
     import torch
     from datasets import Dataset
-    from trl import DPOConfig, DPOTrainer
 
+    method = config.trainer
+    trl_config_class, trl_trainer_class = method.trl_classes()
     start = time.perf_counter()
     target = pick_device(device)
     use_cuda = target.startswith("cuda")
@@ -296,26 +299,15 @@ def dpo_step(
         tok.pad_token = tok.eos_token
 
     ref_model = None
-    peft_config = None
-    if config.lora is not None:
-        from peft import LoraConfig
-
-        # The adapter-disabled base *is* M(t-1): no copy, nothing re-loaded.
-        peft_config = LoraConfig(
-            r=config.lora.r,
-            lora_alpha=config.lora.alpha,
-            lora_dropout=config.lora.dropout,
-            target_modules=config.lora.target_modules,
-            bias="none",
-            task_type="CAUSAL_LM",
-        )
-    else:
-        policy.requires_grad_(True)  # a LoRA step before this one leaves the base frozen
-        if not config.precompute_ref_log_probs:
+    # With an adapter, the adapter-disabled base *is* M(t-1): no copy, nothing re-loaded.
+    peft_config = adapter_config(config)
+    if peft_config is None:
+        policy.requires_grad_(True)  # an adapter step before this one leaves the base frozen
+        if method.needs_reference and not config.precompute_ref_log_probs:
             ref_model = frozen_copy(policy)
 
-    with tempfile.TemporaryDirectory(prefix="harness-dpo-") as scratch:
-        args = DPOConfig(
+    with tempfile.TemporaryDirectory(prefix=f"harness-{method.name}-") as scratch:
+        args = trl_config_class(
             output_dir=str(output_dir or scratch),
             report_to=[],
             save_strategy="no",
@@ -331,25 +323,28 @@ def dpo_step(
             seed=seed,
             data_seed=seed,
             dataloader_num_workers=0,
-            **_trl_args(config),
+            **_trl_args(config, trl_config_class),
         )
         trainer = None
         try:
             # Both: TRL may score the reference (precompute_ref_log_probs) while it is built.
             with (
-                no_reference_reload(),
+                no_reference_reload(method.trl_module)
+                if method.needs_reference
+                else contextlib.nullcontext(),
                 labelled_positions_only(),
                 datasets_bars_off(),
                 checkpointing_rename_quiet(),
             ):
-                trainer = DPOTrainer(
+                reference = {"ref_model": ref_model} if method.needs_reference else {}
+                trainer = trl_trainer_class(
                     model=policy,
-                    ref_model=ref_model,
                     args=args,
-                    train_dataset=Dataset.from_list(chunk.rows),
+                    train_dataset=Dataset.from_list(method.train_rows(chunk.rows)),
                     processing_class=tok,
                     peft_config=peft_config,
                     callbacks=[_NaNGuard(step)] + ([_Progress(step, on_progress)] if on_progress else []),
+                    **reference,
                 )
             trainer.remove_callback(PrinterCallback)  # logs go to the record, not stdout
             examples = len(trainer.train_dataset)
@@ -394,8 +389,33 @@ def dpo_step(
         seconds=round(time.perf_counter() - start, 3),
     )
     record["metrics"]["examples_in"] = len(chunk.rows)
-    record["metrics"]["reference"] = "M0" if step == 1 else f"M{step - 1}"
+    if method.needs_reference:
+        record["metrics"]["reference"] = "M0" if step == 1 else f"M{step - 1}"
     return model, record
+
+
+def adapter_config(config: AlignConfig) -> Any:
+    """PEFT's config for the recipe's adapter (LoRA or IA3); None for a full fine-tune."""
+    if config.lora is not None:
+        from peft import LoraConfig
+
+        return LoraConfig(
+            r=config.lora.r,
+            lora_alpha=config.lora.alpha,
+            lora_dropout=config.lora.dropout,
+            target_modules=config.lora.target_modules,
+            bias="none",
+            task_type="CAUSAL_LM",
+        )
+    if config.ia3 is not None:
+        from peft import IA3Config
+
+        return IA3Config(
+            target_modules=config.ia3.target_modules,
+            feedforward_modules=config.ia3.feedforward_modules,
+            task_type="CAUSAL_LM",
+        )
+    return None
 
 
 def frozen_copy(model: Any) -> Any:
@@ -411,6 +431,7 @@ def step_record(
     history: list[dict[str, Any]], *, step: int, config: AlignConfig, chunk: Chunk
 ) -> dict[str, Any]:
     """One ``align_steps`` row: the last logged window of TRL's metrics, plus all its logs."""
+    method: AlignMethod = config.trainer
     logs = [h for h in history if "loss" in h and "train_runtime" not in h]
     summary = next((h for h in reversed(history) if "train_runtime" in h), {})
     last = logs[-1] if logs else {}
@@ -429,9 +450,13 @@ def step_record(
         "first": _jsonable({k: logs[0].get(k) for k in RECORD_KEYS} if logs else {}),
         "sources": chunk.sources,
         "lora": config.lora.model_dump() if config.lora is not None else None,
+        "ia3": config.ia3.model_dump() if config.ia3 is not None else None,
         "beta": config.beta,
         "learning_rate": config.learning_rate,
-        "loss_type": config.loss_type,
+        **config.options.model_dump(),  # the method's own settings (DPO: loss_type, ...)
+        # Its per-step metrics (KTO's kl, ORPO's nll_loss and log_odds_ratio...), last window.
+        "method_metrics": {k: _jsonable(last.get(k)) for k in method.metrics},
+        "trainer": method.name,
     }
     return record
 
@@ -439,14 +464,12 @@ def step_record(
 # --- guards and helpers ----------------------------------------------------------------------
 
 
-def _trl_args(config: AlignConfig) -> dict[str, Any]:
+def _trl_args(config: AlignConfig, trl_config_class: type) -> dict[str, Any]:
     """``config.trl_kwargs()`` under the names this transformers version uses."""
     import dataclasses
 
-    from trl import DPOConfig
-
     kwargs = config.trl_kwargs()
-    names = {f.name for f in dataclasses.fields(DPOConfig)}
+    names = {f.name for f in dataclasses.fields(trl_config_class)}
     if "activation_checkpointing" in names:  # transformers >= 5.x: the old name warns
         kwargs["activation_checkpointing"] = kwargs.pop("gradient_checkpointing")
     return kwargs

@@ -1,10 +1,13 @@
 """The one place that touches TRL's private internals (``tests/test_trl_compat.py`` guards it).
 
-Everything else in the alignment stage uses TRL's public API (``DPOConfig``, ``DPOTrainer``).
-What is here works around four things TRL does that are wrong, wasteful or noisy for the harness:
+Everything else in the alignment stage uses TRL's public API (``DPOConfig``, ``DPOTrainer``,
+``KTOConfig``, ``KTOTrainer``); ORPO is experimental in TRL 1.x and imported here
+(``orpo_classes``). What is here works around four things TRL does that are wrong, wasteful or
+noisy for the harness:
 
-- ``ref_model=None`` without PEFT makes TRL 1.x re-load the reference from the model's
-  ``_name_or_path``: wrong for a merge that lives only in memory (``no_reference_reload``);
+- ``ref_model=None`` without PEFT makes TRL 1.x's DPO and KTO trainers re-load the reference
+  from the model's ``_name_or_path``: wrong for a merge that lives only in memory
+  (``no_reference_reload``);
 - a trainer leaves its fused LM head and checkpointing settings on the model it trained
   (``strip_trl_patches``);
 - off CUDA, TRL's fused LM head runs the 49k-word head over every position of the batch,
@@ -23,6 +26,8 @@ import contextlib
 import warnings
 from collections.abc import Iterator
 from typing import Any
+
+from harness.errors import AlignmentError
 
 
 def strip_trl_patches(model: Any) -> None:
@@ -53,29 +58,42 @@ def checkpointing_rename_quiet() -> Iterator[None]:
         yield
 
 
-@contextlib.contextmanager
-def no_reference_reload() -> Iterator[None]:
-    """Make TRL's ``ref_model=None`` fallback (a reload from ``_name_or_path``) an error."""
-    import trl.trainer.dpo_trainer as dpo_module
+DPO_TRAINER_MODULE = "trl.trainer.dpo_trainer"
 
-    original = getattr(dpo_module, "create_model_from_path", None)
+
+@contextlib.contextmanager
+def no_reference_reload(module: str = DPO_TRAINER_MODULE) -> Iterator[None]:
+    """Make a TRL trainer's ``ref_model=None`` fallback (a reload from ``_name_or_path``) an
+    error. ``module`` is the trainer's module, where it calls ``create_model_from_path``
+    (DPO's and KTO's trainers both do)."""
+    import importlib
+
+    trainer_module = importlib.import_module(module)
+    original = getattr(trainer_module, "create_model_from_path", None)
     if original is None:  # a TRL without this hook: nothing to guard
         yield
         return
 
     def refuse(path: Any, *args: Any, **kwargs: Any) -> Any:
-        from harness.align.trainer import AlignmentError  # the trainer imports this module
-
         raise AlignmentError(
-            f"TRL tried to re-load the DPO reference from {path!r}; the reference must be the "
+            f"TRL tried to re-load the reference model from {path!r}; the reference must be the "
             "in-memory starting model (this is a harness bug)"
         )
 
-    dpo_module.create_model_from_path = refuse
+    trainer_module.create_model_from_path = refuse  # type: ignore[attr-defined]
     try:
         yield
     finally:
-        dpo_module.create_model_from_path = original
+        trainer_module.create_model_from_path = original  # type: ignore[attr-defined]
+
+
+def orpo_classes() -> tuple[type, type]:
+    """TRL's ORPO config and trainer: experimental in TRL 1.x (``trl.experimental.orpo``),
+    where an upgrade may move them; this is the one place that knows where they are."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*experimental.*")
+        from trl.experimental.orpo import ORPOConfig, ORPOTrainer
+    return ORPOConfig, ORPOTrainer
 
 
 @contextlib.contextmanager

@@ -32,7 +32,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from harness.align.config import ALIGN_PARAMETER_RANGES
+from harness.align.config import parameter_ranges
 from harness.errors import HarnessError
 from harness.evaluate.questions import SplitRule
 from harness.evaluate.suites import Part, Suite, SuiteRef, Total
@@ -365,8 +365,10 @@ def validate_space(space: SearchSpace, where: str) -> None:
             continue
         label = f"{where}: align.{name}"
         check_mappings(template, label)
+        method = template.get("method")
+        ranges = parameter_ranges(method if isinstance(method, str) else None)  # its own fields too
         for path, dist in iter_distributions(template):
-            check_distribution(f"{label}.{path}", dist, ALIGN_PARAMETER_RANGES.get(path.split(".")[-1]))
+            check_distribution(f"{label}.{path}", dist, ranges.get(path.split(".")[-1]))
         # Data sources load and have TRL's columns, T fits the data, ... (no weights loaded).
         for end in ("low", "high"):
             at = f"{label} ({end} end of the ranges)"
