@@ -3,6 +3,8 @@
 * :mod:`harness.align.config`: :class:`AlignConfig`, the recipe's ``align`` part (pydantic,
   TRL's names, ranges checked at the door);
 * :mod:`harness.align.methods`: the registered methods, one module each;
+* :mod:`harness.align.onpolicy`: :func:`on_policy_pairs`, the seed recipe's on-policy
+  ``rejected`` (the starting model's own answers, cached);
 * :mod:`harness.align.data`: TRL-format preference data (JSONL / parquet / hub / ``demo:<set>``),
   column checks, the seed recipe ``pairs_from_qa`` with near-duplicate removal;
 * :mod:`harness.align.trainer`: :func:`align_model` / :func:`apply_alignment` (one TRL
@@ -22,6 +24,7 @@ from harness.errors import AlignmentError
 if TYPE_CHECKING:
     from harness.align.data import check_align, pairs_from_qa, prepare_demo_preference_sets
     from harness.align.donors import prepare_demo_donors
+    from harness.align.onpolicy import on_policy_pairs
     from harness.align.trainer import AlignResult, align_model, apply_alignment
 
 _LAZY = {
@@ -32,6 +35,7 @@ _LAZY = {
     "pairs_from_qa": "harness.align.data",
     "prepare_demo_preference_sets": "harness.align.data",
     "prepare_demo_donors": "harness.align.donors",
+    "on_policy_pairs": "harness.align.onpolicy",
 }
 
 __all__ = [
@@ -44,6 +48,7 @@ __all__ = [
     "align_model",
     "apply_alignment",
     "check_align",
+    "on_policy_pairs",
     "parameter_ranges",
     "pairs_from_qa",
     "prepare_demo_donors",

@@ -51,6 +51,9 @@ class LoadedSource:
     location: str  # resolved file / folder / hub id
     fingerprint: str  # sha256 of the file(s), or the datasets fingerprint for hub data
     conversational: bool
+    # rejected: on_policy: ``rejected`` is the starting model's own answer (harness.align.onpolicy),
+    # made when the step runs; the data's own ``rejected`` column, if any, is not used.
+    on_policy: bool = False
 
     def __len__(self) -> int:
         return len(self.dataset)
@@ -64,7 +67,8 @@ def load_sources(config: AlignConfig, where: str = "align") -> list[LoadedSource
 def load_source(source: PreferenceSource, where: str = "align") -> LoadedSource:
     label = f"{where}: data {source.name!r} ({source.path})"
     dataset, location, fingerprint = _read(source, label)
-    conversational = check_preference_columns(dataset, label)
+    on_policy = source.rejected == "on_policy"
+    conversational = check_preference_columns(dataset, label, on_policy=on_policy)
     if source.limit is not None and len(dataset) > source.limit:
         dataset = dataset.select(range(source.limit))
     return LoadedSource(
@@ -73,23 +77,44 @@ def load_source(source: PreferenceSource, where: str = "align") -> LoadedSource:
         location=location,
         fingerprint=fingerprint,
         conversational=conversational,
+        on_policy=on_policy,
     )
 
 
-def check_preference_columns(dataset: Dataset, label: str) -> bool:
-    """TRL preference format or HarnessError naming the missing column; True if conversational."""
+def check_preference_columns(dataset: Dataset, label: str, *, on_policy: bool = False) -> bool:
+    """TRL preference format or HarnessError naming the missing column; True if conversational.
+
+    ``on_policy`` (the source says ``rejected: on_policy``): the model's answer will be
+    ``rejected``, so that column may be missing (and is not checked: it is replaced); the label
+    ``chosen`` and an explicit ``prompt`` are needed (without ``rejected`` there is no shared
+    prefix to find an implicit prompt in).
+    """
     columns = set(dataset.column_names)
-    for column in ("chosen", "rejected"):
+    has = ", ".join(sorted(columns)) or "none"
+    if on_policy:
+        if "chosen" not in columns:
+            raise HarnessError(
+                f"{label}: on-policy pairs need a label column 'chosen' (has: {has})",
+                "name the data's answer column 'chosen'; the model's own answer becomes 'rejected'",
+            )
+        if "prompt" not in columns:
+            raise HarnessError(
+                f"{label}: on-policy pairs need a 'prompt' column (has: {has})",
+                "add the prompt (a string, or the messages before the answer); it cannot be "
+                "inferred without a 'rejected' column",
+            )
+    for column in () if on_policy else ("chosen", "rejected"):
         if column not in columns:
             raise HarnessError(
-                f"{label}: missing column {column!r} (has: {', '.join(sorted(columns)) or 'none'})",
+                f"{label}: missing column {column!r} (has: {has})",
                 "preference data needs prompt/chosen/rejected columns (TRL's preference format)",
             )
     if len(dataset) == 0:
         raise HarnessError(f"{label}: the preference set is empty", "give at least one pair")
     first = dataset[0]
     conversational = _is_messages(first["chosen"])
-    for column in ("chosen", "rejected") + (("prompt",) if "prompt" in columns else ()):
+    checked = ("chosen",) if on_policy else ("chosen", "rejected")
+    for column in checked + (("prompt",) if "prompt" in columns else ()):
         value = first[column]
         if conversational and not _is_messages(value):
             raise HarnessError(

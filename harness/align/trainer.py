@@ -29,9 +29,10 @@ from typing import TYPE_CHECKING, Any
 
 from transformers import PrinterCallback, TrainerCallback
 
-from harness.align.config import AlignConfig
+from harness.align.config import DEFAULT_MAX_NEW_TOKENS, AlignConfig, PreferenceSource
 from harness.align.data import LoadedSource, checked_sources, reward_accuracy
 from harness.align.methods import AlignMethod
+from harness.align.onpolicy import GenerationCache, on_policy_pairs
 from harness.align.trl_compat import (
     checkpointing_rename_quiet,
     labelled_positions_only,
@@ -76,6 +77,7 @@ class Chunk:
     name: str
     rows: list[dict[str, Any]]
     sources: list[str]
+    row_sources: list[str] = field(default_factory=list)  # each row's source name
 
 
 def align_model(
@@ -106,10 +108,14 @@ def align_model(
     if sources is None:
         sources = checked_sources(config, "align")
     _check_tokenizer(tokenizer, sources)
+    # Answers of the same weights to the same prompts are made once (harness.align.onpolicy).
+    generations = GenerationCache() if any(s.on_policy for s in sources) else None
     difficulty: dict[str, float] = {}
     by_difficulty = config.stepwise and config.partition == "reward_accuracy"
     if by_difficulty and len(sources) > 1 and config.num_steps > 1:
-        difficulty = source_difficulty(model, tokenizer, sources, config, seed=seed, device=device)
+        difficulty = source_difficulty(
+            model, tokenizer, sources, config, seed=seed, device=device, generations=generations
+        )
     chunks = partition(sources, config, seed=seed, difficulty=difficulty)
     shared = {
         "difficulty": difficulty,
@@ -119,6 +125,9 @@ def align_model(
     steps: list[dict[str, Any]] = []
     current = model
     for t, chunk in enumerate(chunks, start=1):
+        answered = None
+        if generations is not None:  # the step's own starting model answers: M(t-1)
+            chunk, answered = with_on_policy_answers(current, tokenizer, chunk, config, generations)
         current, record = train_step(
             current,
             tokenizer,
@@ -131,6 +140,8 @@ def align_model(
             on_progress=on_progress,
         )
         record["metrics"].update(shared)
+        if answered is not None:
+            record["metrics"]["on_policy"] = answered
         steps.append(record)
         if on_step is not None:
             on_step(record)
@@ -178,28 +189,96 @@ def source_difficulty(
     *,
     seed: int = 0,
     device: str | None = None,
+    generations: GenerationCache | None = None,
 ) -> dict[str, float]:
-    """Reward accuracy of the starting model on (a sample of) each source: higher = easier."""
+    """Reward accuracy of the starting model on (a sample of) each source: higher = easier.
+
+    An on-policy source is judged on the starting model's own answers to a seeded sample of
+    its prompts (cached: step 1 reuses them); a source whose sampled answers all equal the
+    label is as easy as it gets (1.0)."""
+    from datasets import Dataset
+
     target = pick_device(device)
     moved = next(model.parameters()).device.type != target
     original = next(model.parameters()).device
     if moved:
         model.to(target)
     try:
-        return {
-            s.name: reward_accuracy(
+        accuracy: dict[str, float] = {}
+        for s in sources:
+            dataset = s.dataset
+            if s.on_policy:
+                rows = normalized_rows(s)
+                if len(rows) > config.difficulty_sample:
+                    rows = random.Random(seed).sample(rows, config.difficulty_sample)
+                pairs, _ = on_policy_pairs(
+                    model, tokenizer, rows, max_new_tokens=_max_new_tokens(config, s.name), cache=generations
+                )
+                if not pairs:
+                    accuracy[s.name] = 1.0
+                    continue
+                dataset = Dataset.from_list(pairs)
+            accuracy[s.name] = reward_accuracy(
                 model,
                 tokenizer,
-                s.dataset,
+                dataset,
                 sample=config.difficulty_sample,
                 seed=seed,
                 max_length=config.max_length,
             )
-            for s in sources
-        }
+        return accuracy
     finally:
         if moved:
             model.to(original)
+
+
+def with_on_policy_answers(
+    model: Any, tokenizer: Any, chunk: Chunk, config: AlignConfig, generations: GenerationCache
+) -> tuple[Chunk, dict[str, Any]]:
+    """The chunk with each on-policy source's ``rejected`` made by ``model`` (the step's
+    starting model), answers equal to the label dropped, the other rows as they are; and what
+    was done, per source, for the step's record."""
+    rows: list[tuple[int, str, dict[str, Any]]] = []
+    made: dict[str, Any] = {}
+    for name in chunk.sources:
+        mine = [
+            (i, row)
+            for i, (row, src) in enumerate(zip(chunk.rows, chunk.row_sources, strict=True))
+            if src == name
+        ]
+        if not _source(config, name).rejected == "on_policy":
+            rows += [(i, name, row) for i, row in mine]
+            continue
+        tagged = [{**row, _ROW_INDEX: i} for i, row in mine]
+        pairs, stats = on_policy_pairs(
+            model, tokenizer, tagged, max_new_tokens=_max_new_tokens(config, name), cache=generations
+        )
+        rows += [(pair.pop(_ROW_INDEX), name, pair) for pair in pairs]
+        made[name] = stats.as_record()
+    if not rows:
+        raise HarnessError(
+            f"align: every on-policy answer in {chunk.name} equals its label: no pair is left to train on",
+            "use data the model does not already answer, or drop rejected: on_policy",
+        )
+    rows.sort(key=lambda item: item[0])
+    kept = Chunk(
+        name=chunk.name,
+        rows=[row for _, _, row in rows],
+        sources=chunk.sources,
+        row_sources=[name for _, name, _ in rows],
+    )
+    return kept, made
+
+
+_ROW_INDEX = "__harness_row__"  # a row's place in its chunk, carried through on_policy_pairs
+
+
+def _source(config: AlignConfig, name: str) -> PreferenceSource:
+    return next(s for s in config.data if s.name == name)
+
+
+def _max_new_tokens(config: AlignConfig, name: str) -> int:
+    return _source(config, name).max_new_tokens or DEFAULT_MAX_NEW_TOKENS
 
 
 def partition(
@@ -240,7 +319,12 @@ def partition(
 
 def _chunk(names: list[str], tagged: list[tuple[str, dict[str, Any]]]) -> Chunk:
     sources = list(dict.fromkeys(name for name, _ in tagged))
-    return Chunk(name="+".join(names), rows=[row for _, row in tagged], sources=sources)
+    return Chunk(
+        name="+".join(names),
+        rows=[row for _, row in tagged],
+        sources=sources,
+        row_sources=[name for name, _ in tagged],
+    )
 
 
 def _split(items: list[Any], parts: int) -> Iterator[list[Any]]:
