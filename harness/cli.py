@@ -128,6 +128,7 @@ def build(
     dtype: DtypeOption = "auto",
 ) -> None:
     """Build one model from a recipe and save it (optionally score and record it)."""
+    from harness.align.trainer import describe_step
     from harness.build import build_model, choose_route, prepare_out_dir
     from harness.placement import Placement
     from harness.recipe import load_recipe, resolve_recipe
@@ -151,6 +152,8 @@ def build(
         f"{built.model.config.num_hidden_layers} layers, {built.route}, {built.dtype} on "
         f"{_fmt(placement.device)}) in {built.seconds:.1f}s -> {_fmt(out)}"
     )
+    for step in built.align_steps:
+        console.print(_fmt(describe_step(step)), soft_wrap=True)
     if scorer is not None:
         from harness.record import TrialRecord
 

@@ -154,3 +154,49 @@ def test_kto_on_the_sdpo_schedule_steps_from_the_previous_model(tiny_models, mon
     result = align_model(model, tok, cfg)
     assert [s["metrics"]["reference"] for s in result.steps] == ["M0", "M1"]
     assert _same(seen[1]["ref"], seen[0]["end"]) and _same(seen[1]["start"], seen[0]["end"])
+
+
+EXAMPLES = sorted((Path(__file__).parent.parent / "search" / "examples").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", EXAMPLES, ids=[p.stem for p in EXAMPLES])
+def test_every_example_recipe_is_valid(path):
+    """The shipped examples (issue 34 adds kto, orpo, ia3, on-policy) parse and validate."""
+    from harness.recipe import load_recipe
+
+    recipe = load_recipe(path)
+    assert recipe.name
+
+
+def test_the_example_methods_are_what_their_names_say():
+    from harness.recipe import load_recipe
+
+    folder = Path(__file__).parent.parent / "search" / "examples"
+    assert load_recipe(folder / "demo-kto.yaml").align.trainer.name == "kto"
+    assert load_recipe(folder / "demo-orpo.yaml").align.trainer.name == "orpo"
+    assert load_recipe(folder / "demo-ia3.yaml").align.ia3 is not None
+    assert load_recipe(folder / "demo-on-policy.yaml").align.data[0].rejected == "on_policy"
+
+
+def test_a_step_is_described_in_one_line():
+    from harness.align.trainer import describe_step
+
+    line = describe_step(
+        {
+            "step": 1,
+            "method": "dpo",
+            "chunk": "sciq",
+            "train_steps": 4,
+            "examples": 64,
+            "loss": 0.5,
+            "rewards_margins": 0.25,
+            "seconds": 3.0,
+            "metrics": {
+                "on_policy": {"sciq": {"pairs": 60, "dropped_equal": 4, "generated": 64, "cached": 0}}
+            },
+        }
+    )
+    assert line == (
+        "align step 1 (dpo, sciq): 4 optimizer steps on 64 examples, loss 0.500, margin 0.250, "
+        "sciq: 60 on-policy pairs (4 answers equal to the label dropped, 64 generated, 0 cached), 3.0 s"
+    )

@@ -127,7 +127,9 @@ def align_model(
     for t, chunk in enumerate(chunks, start=1):
         answered = None
         if generations is not None:  # the step's own starting model answers: M(t-1)
-            chunk, answered = with_on_policy_answers(current, tokenizer, chunk, config, generations)
+            chunk, answered = with_on_policy_answers(
+                current, tokenizer, chunk, config, generations, seed=seed + t - 1
+            )
         current, record = train_step(
             current,
             tokenizer,
@@ -140,7 +142,7 @@ def align_model(
             on_progress=on_progress,
         )
         record["metrics"].update(shared)
-        if answered is not None:
+        if answered:
             record["metrics"]["on_policy"] = answered
         steps.append(record)
         if on_step is not None:
@@ -233,20 +235,32 @@ def source_difficulty(
 
 
 def with_on_policy_answers(
-    model: Any, tokenizer: Any, chunk: Chunk, config: AlignConfig, generations: GenerationCache
+    model: Any,
+    tokenizer: Any,
+    chunk: Chunk,
+    config: AlignConfig,
+    generations: GenerationCache,
+    seed: int = 0,
 ) -> tuple[Chunk, dict[str, Any]]:
     """The chunk with each on-policy source's ``rejected`` made by ``model`` (the step's
     starting model), answers equal to the label dropped, the other rows as they are; and what
-    was done, per source, for the step's record."""
+    was done, per source, for the step's record.
+
+    With ``max_steps``, a step consumes at most max_steps x batch x accumulation pairs: only a
+    seeded sample of that many rows is answered and trained on (answering all of SciQ for a
+    64-pair step would be 15x the generation, thrown away)."""
+    on_policy = {s.name for s in config.data if s.rejected == "on_policy"}
+    if not on_policy & set(chunk.sources):
+        return chunk, {}
+    chosen = range(len(chunk.rows))
+    consumed = _pairs_consumed(config)
+    if consumed is not None and consumed < len(chunk.rows):
+        chosen = sorted(random.Random(seed).sample(range(len(chunk.rows)), consumed))
     rows: list[tuple[int, str, dict[str, Any]]] = []
     made: dict[str, Any] = {}
     for name in chunk.sources:
-        mine = [
-            (i, row)
-            for i, (row, src) in enumerate(zip(chunk.rows, chunk.row_sources, strict=True))
-            if src == name
-        ]
-        if not _source(config, name).rejected == "on_policy":
+        mine = [(i, chunk.rows[i]) for i in chosen if chunk.row_sources[i] == name]
+        if name not in on_policy:
             rows += [(i, name, row) for i, row in mine]
             continue
         tagged = [{**row, _ROW_INDEX: i} for i, row in mine]
@@ -254,7 +268,7 @@ def with_on_policy_answers(
             model, tokenizer, tagged, max_new_tokens=_max_new_tokens(config, name), cache=generations
         )
         rows += [(pair.pop(_ROW_INDEX), name, pair) for pair in pairs]
-        made[name] = stats.as_record()
+        made[name] = {**stats.as_record(), "sampled_from": sum(1 for s in chunk.row_sources if s == name)}
     if not rows:
         raise HarnessError(
             f"align: every on-policy answer in {chunk.name} equals its label: no pair is left to train on",
@@ -268,6 +282,13 @@ def with_on_policy_answers(
         row_sources=[name for _, name, _ in rows],
     )
     return kept, made
+
+
+def _pairs_consumed(config: AlignConfig) -> int | None:
+    """How many pairs a step with ``max_steps`` reads (None: it reads whole epochs)."""
+    if config.max_steps is None:
+        return None
+    return config.max_steps * config.per_device_train_batch_size * config.gradient_accumulation_steps
 
 
 _ROW_INDEX = "__harness_row__"  # a row's place in its chunk, carried through on_policy_pairs
@@ -476,6 +497,25 @@ def train_step(
     if method.needs_reference:
         record["metrics"]["reference"] = "M0" if step == 1 else f"M{step - 1}"
     return model, record
+
+
+def describe_step(record: dict[str, Any]) -> str:
+    """One line for a finished step's record: what a user reads after ``harness build``."""
+    metrics = record.get("metrics") or {}
+    parts = [f"{record.get('train_steps')} optimizer steps on {record.get('examples')} examples"]
+    for label, key in (("loss", "loss"), ("margin", "rewards_margins"), ("accuracy", "rewards_accuracies")):
+        if record.get(key) is not None:
+            parts.append(f"{label} {record[key]:.3f}")
+    for name, made in (metrics.get("on_policy") or {}).items():
+        parts.append(
+            f"{name}: {made['pairs']} on-policy pairs ({made['dropped_equal']} answers equal to the "
+            f"label dropped, {made['generated']} generated, {made['cached']} cached)"
+        )
+    return (
+        f"align step {record.get('step')} ({record.get('method')}, {record.get('chunk')}): "
+        + ", ".join(parts)
+        + f", {record.get('seconds', 0.0):.1f} s"
+    )
 
 
 def adapter_config(config: AlignConfig) -> Any:
