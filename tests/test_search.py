@@ -232,6 +232,16 @@ def test_invalid_align_space_fails_before_any_work(tmp_path, tiny_models, data):
         load_space(write_space(tmp_path, tiny_models, data, align=missing))
     with pytest.raises(HarnessError, match="align is empty"):
         load_space(write_space(tmp_path, tiny_models, data, align={}))
+    # A method's own fields have their legal ranges too (KTO: desirable_weight > 0), and a
+    # field of another method is named.
+    kto = {**ALIGN_SPACE["dpo"], "method": "kto", "desirable_weight": {"float": [0.0, 2.0]}}
+    with pytest.raises(HarnessError, match="desirable_weight.*leaves the legal"):
+        load_space(write_space(tmp_path, tiny_models, data, align={"kto": kto}))
+    kto["desirable_weight"] = {"float": [0.5, 2.0]}
+    load_space(write_space(tmp_path, tiny_models, data, align={"kto": kto}))
+    ipo = {**ALIGN_SPACE["dpo"], "loss_type": {"choice": ["sigmoid", "ipo"]}, "desirable_weight": 1.0}
+    with pytest.raises(HarnessError, match="unknown field 'desirable_weight' for method 'dpo'"):
+        load_space(write_space(tmp_path, tiny_models, data, align={"dpo": ipo}))
 
 
 def test_failing_trial_is_recorded_and_the_study_goes_on(tmp_path, tiny_models, data):
