@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.assets import pins
+from harness.assets.donors import DEMO_DONORS
 from harness.assets.fsutil import read_json
 from harness.errors import HarnessError
 from harness.paths import harness_home
@@ -113,7 +114,6 @@ def resolve_model(ref: str) -> str:
                 f"demo model {name!r} is not prepared yet (looked in {models_dir()})",
                 "run `harness assets` once to fetch and convert it",
             )
-        from harness.align.donors import DEMO_DONORS  # lazy: align imports assets
 
         if name in DEMO_DONORS:
             raise HarnessError(

@@ -53,12 +53,13 @@ from harness.evaluate.datasources import (
     joined_splits,
     layout_hint,
 )
-from harness.evaluate.suites import Part, Suite
 from harness.paths import harness_home
 
 if TYPE_CHECKING:
     from lm_eval.tasks import TaskManager
     from lm_eval.tasks._index import Entry
+
+    from harness.evaluate.suites import Part, Suite  # suites use tasks, never the reverse
 
 SourceKind = Literal["local", "hub", "configured", "none"]
 
