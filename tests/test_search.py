@@ -504,3 +504,29 @@ def test_a_second_board_in_the_folder_runs_its_own_study(tmp_path, tiny_models, 
     assert "has 1 finished trials that" in res.stderr and "never recorded" in res.stderr
     assert res.stderr.count("\n") == 1
     assert not third.exists() and older.stat().st_size == before
+
+
+def test_the_report_is_written_while_the_search_runs(tmp_path, tiny_models, data):
+    """Issue 35's first run: the report is rewritten after every finished trial (a newcomer
+    opens it minutes in), said once on the console, and skipped when nothing changed."""
+    from harness.report.live import LiveReport
+
+    space = write_space(tmp_path, tiny_models, data)
+    options = SearchOptions(budget=2, db=tmp_path / "lb.duckdb")
+    runner = SearchRunner(load_space(space), options)
+    said: list[str] = []
+    out = tmp_path / "report" / "index.html"
+    live = LiveReport(runner.board, out, said.append)
+    seen: list[int] = []
+
+    def after_record() -> None:
+        live()
+        seen.append(len(json.loads(out.with_suffix(".json").read_text())["trials"]) if out.exists() else -1)
+
+    runner.after_record = after_record
+    runner.run()
+    assert seen == [-1, 1, 2] and live.writes == 2  # no references: nothing to show before trial 0
+    assert said == [f"report: {out} (open it now: it is rewritten after every trial)"]
+    live()  # the end-of-run confirmations changed the board
+    live()  # nothing new since: not rewritten
+    assert live.writes == 3

@@ -777,6 +777,17 @@ class Leaderboard:
                 held.add(payload["trial"]["id"])
         return held
 
+    def fingerprint(self) -> tuple[Any, ...]:
+        """A cheap token that changes whenever a row is recorded or completed (rows, scores,
+        confirmations, status changes): what a live report compares to skip a rewrite."""
+        with self.connect(read_only=True) as con:
+            row = con.execute(
+                "SELECT (SELECT count(*) FROM trials), (SELECT count(*) FROM scores), "
+                "(SELECT count(heldout_objective) FROM trials), "
+                "(SELECT count(*) FILTER (WHERE status = 'ok') FROM trials), (SELECT max(created_at) FROM trials)"
+            ).fetchone()
+        return (*(row or ()), len(self.spool.pending()))
+
     def trial(self, trial_id: str) -> dict[str, Any] | None:
         rows = self._select("SELECT * FROM trials WHERE id = ?", [trial_id])
         return rows[0] if rows else None

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import gc
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -173,6 +174,8 @@ class SearchRunner:
 
         # Donors stay loaded for the whole search: on the GPU when they fit beside a trial.
         self.pool = DonorPool(self.placement.device, headroom=donor_headroom(space))
+        # Called after the references and after every trial (e.g. the CLI's live report).
+        self.after_record: Callable[[], None] | None = None
         self._leaf_index: dict[str, int] = {t: i for i, t in enumerate(self.scorer.plan.leaves())}
 
     def _warn(self, message: str) -> None:
@@ -362,6 +365,7 @@ class SearchRunner:
             )
         self.console.print(f"computing on {escape(self.placement.describe())}", soft_wrap=True)
         outcome.references = self.score_references()
+        self._recorded()
         with Progress(*columns, console=self.console, transient=False) as progress:
             bar = progress.add_task(
                 self.study_name,
@@ -388,6 +392,7 @@ class SearchRunner:
                 outcome.failed += status == "failed"
                 outcome.pruned += status == "pruned"
                 progress.update(bar, completed=len(self.finished_trials()), best=self._best_text())
+                self._recorded()
         self.confirm_kept(outcome)
         outcome.finished = len(self.finished_trials())
         outcome.seconds = time.perf_counter() - start
@@ -397,6 +402,10 @@ class SearchRunner:
         except StoreUnavailable as err:  # the trials are recorded (or spooled); only the summary waits
             self._warn(f"no summary: {err}")
         return outcome
+
+    def _recorded(self) -> None:
+        if self.after_record is not None:
+            self.after_record()
 
     def score_references(self) -> list[TrialRecord]:
         """Score the space's reference models once per study, suites, limit and split, on the
