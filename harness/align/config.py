@@ -283,7 +283,7 @@ class AlignConfig(BaseModel):
 
     @model_validator(mode="after")
     def _consistent(self) -> AlignConfig:
-        names = [s.name for s in self.data]
+        names = [str(s.name) for s in self.data]  # set by PreferenceSource's own validator
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
             raise ValueError(f"data source names must be unique (repeated: {', '.join(dupes)})")
@@ -371,16 +371,18 @@ def _field_bounds(info: FieldInfo) -> tuple[float, float] | None:
     integer = _base_type(info.annotation) is int
     if not integer and _base_type(info.annotation) is not float:
         return None
-    low, high = None, None
-    for item in info.metadata:
+    kind = int if integer else float
+    low: float | None = None
+    high: float | None = None
+    for item in info.metadata:  # the bounds of numeric fields are numbers
         if isinstance(item, annotated_types.Ge):
-            low = item.ge
+            low = kind(item.ge)  # type: ignore[arg-type]
         elif isinstance(item, annotated_types.Gt):
-            low = item.gt + (1 if integer else 1e-9)
+            low = kind(item.gt) + (1 if integer else 1e-9)  # type: ignore[arg-type]
         elif isinstance(item, annotated_types.Le):
-            high = item.le
+            high = kind(item.le)  # type: ignore[arg-type]
         elif isinstance(item, annotated_types.Lt):
-            high = item.lt - (1 if integer else 1e-6)
+            high = kind(item.lt) - (1 if integer else 1e-6)  # type: ignore[arg-type]
     if low is None or high is None:
         return None  # unbounded (seed): no range to check
     return (low, high)

@@ -252,7 +252,7 @@ def with_on_policy_answers(
     on_policy = {s.name for s in config.data if s.rejected == "on_policy"}
     if not on_policy & set(chunk.sources):
         return chunk, {}
-    chosen = range(len(chunk.rows))
+    chosen: list[int] = list(range(len(chunk.rows)))
     consumed = _pairs_consumed(config)
     if consumed is not None and consumed < len(chunk.rows):
         chosen = sorted(random.Random(seed).sample(range(len(chunk.rows)), consumed))
@@ -525,7 +525,7 @@ def adapter_config(config: AlignConfig) -> Any:
 
         return LoraConfig(
             r=config.lora.r,
-            lora_alpha=config.lora.alpha,
+            lora_alpha=config.lora.alpha,  # type: ignore[arg-type]  # PEFT annotates int, takes float
             lora_dropout=config.lora.dropout,
             target_modules=config.lora.target_modules,
             bias="none",
@@ -557,7 +557,7 @@ def step_record(
     """One ``align_steps`` row: the last logged window of TRL's metrics, plus all its logs."""
     method: AlignMethod = config.trainer
     logs = [h for h in history if "loss" in h and "train_runtime" not in h]
-    summary = next((h for h in reversed(history) if "train_runtime" in h), {})
+    summary: dict[str, Any] = next((h for h in reversed(history) if "train_runtime" in h), {})
     last = logs[-1] if logs else {}
     record: dict[str, Any] = {
         "step": step,
