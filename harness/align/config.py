@@ -28,7 +28,7 @@ Fields added later default to None (left out of the hash), so older recipes keep
 from __future__ import annotations
 
 import re
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import annotated_types
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -376,13 +376,13 @@ def _field_bounds(info: FieldInfo) -> tuple[float, float] | None:
     high: float | None = None
     for item in info.metadata:  # the bounds of numeric fields are numbers
         if isinstance(item, annotated_types.Ge):
-            low = kind(item.ge)  # type: ignore[arg-type]
+            low = kind(cast(float, item.ge))
         elif isinstance(item, annotated_types.Gt):
-            low = kind(item.gt) + (1 if integer else 1e-9)  # type: ignore[arg-type]
+            low = kind(cast(float, item.gt)) + (1 if integer else 1e-9)
         elif isinstance(item, annotated_types.Le):
-            high = kind(item.le)  # type: ignore[arg-type]
+            high = kind(cast(float, item.le))
         elif isinstance(item, annotated_types.Lt):
-            high = kind(item.lt) - (1 if integer else 1e-6)  # type: ignore[arg-type]
+            high = kind(cast(float, item.lt)) - (1 if integer else 1e-6)
     if low is None or high is None:
         return None  # unbounded (seed): no range to check
     return (low, high)

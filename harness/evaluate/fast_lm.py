@@ -295,8 +295,8 @@ class SharedPrefixHFLM(RemembersAnswers, ReusesEncodings, HFLM):
                 head = first[row, continuation[0]].reshape(1)
                 greedy = bool(first_greedy[row] == continuation[0])
                 if len(continuation) > 1:
-                    rest, rest_greedy = scored_tails[i]
-                    head = torch.cat([head, rest])
+                    tail_logps, rest_greedy = scored_tails[i]
+                    head = torch.cat([head, tail_logps])
                     greedy = greedy and rest_greedy
                 out.append((i, (float(head.sum()), greedy)))
         return out

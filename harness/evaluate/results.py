@@ -93,6 +93,7 @@ def mix_compositions(weights: dict[str, float], parts: dict[str, Composition]) -
 def pooled_stderr(errors: Sequence[float | None]) -> float | None:
     """Stderr of an unweighted mean of independent scores; None if there are none or any
     part lacks one."""
-    if not errors or any(e is None for e in errors):
+    known = [e for e in errors if e is not None]
+    if not errors or len(known) < len(errors):
         return None
-    return math.sqrt(sum(e * e for e in errors)) / len(errors)  # type: ignore[operator]
+    return math.sqrt(sum(e * e for e in known)) / len(known)

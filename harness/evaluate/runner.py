@@ -321,12 +321,12 @@ def collect(
         for name, version in out.get("versions", {}).items():
             result.task_versions[name] = str(version)
         for name, metrics in out.get("results", {}).items():
-            node = nodes.get(name)
-            is_group = name in groups or (node is not None and node.kind != "task")
+            found = nodes.get(name)
+            is_group = name in groups or (found is not None and found.kind != "task")
             count = (n_samples.get(name) or {}).get("effective", metrics.get("sample_len"))
             shots = n_shot.get(name, run_shots)
-            if is_group and node is not None:
-                leaf_shots = {n_shot.get(leaf.name) for leaf in node.leaves() if leaf.has_data}
+            if is_group and found is not None:
+                leaf_shots = {n_shot.get(leaf.name) for leaf in found.leaves() if leaf.has_data}
                 shots = leaf_shots.pop() if len(leaf_shots) == 1 else run_shots
             for key, raw in metrics.items():
                 if key in _NON_METRIC_KEYS or "," not in key:
@@ -343,7 +343,7 @@ def collect(
                         stderr=_number(metrics.get(f"{metric}_stderr,{filt}")),
                         n_samples=int(count) if isinstance(count, int | float) else None,
                         num_fewshot=shots,
-                        data_source=describe(node) if node is not None else "",
+                        data_source=describe(found) if found is not None else "",
                         suite=suite_of_name.get((name, run_shots)),
                         aggregate=is_group,
                     ),
@@ -380,8 +380,12 @@ def _macro(
     node: Node, metric: str, shots: int | None, values: dict[tuple[str, int | None], dict[str, Any]]
 ) -> tuple[float | None, float | None, int | None]:
     """Unweighted mean of a metric over the leaves that produced it (stderr of that mean)."""
-    got = [values.get((leaf.name, shots), {}).get(metric) for leaf in node.leaves()]
-    got = [g for g in got if g is not None and g[0] is not None]
+    # Each leaf's (value, stderr, count) for the metric, where it produced a value.
+    got: list[tuple[float, float | None, int | None]] = [
+        g
+        for leaf in node.leaves()
+        if (g := values.get((leaf.name, shots), {}).get(metric)) and g[0] is not None
+    ]
     if not got:
         return None, None, None
     mean = sum(g[0] for g in got) / len(got)
@@ -400,8 +404,11 @@ def _composition(
     1 for a task, n_task / n for a size-weighted lm-eval group, 1 / tasks for a macro mean.
     Summed over the samples table they give the number back (and a paired comparison its
     per-question differences' weights)."""
-    got = [(leaf.name, values.get((leaf.name, shots), {}).get(metric)) for leaf in node.leaves()]
-    got = [(name, v) for name, v in got if v is not None and v[0] is not None]
+    got: list[tuple[str, tuple[float, float | None, int | None]]] = [
+        (leaf.name, v)
+        for leaf in node.leaves()
+        if (v := values.get((leaf.name, shots), {}).get(metric)) and v[0] is not None
+    ]
     total = sum(v[2] or 0 for _, v in got) if by_size else len(got)
     if not total:
         return {}

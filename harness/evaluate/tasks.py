@@ -168,7 +168,7 @@ def resolve_source(
     eval_candidates = [eval_official, *family.substitutes.get(eval_official or "", ())]
     split_keys = ("test_split", "validation_split", "training_split", "fewshot_split")
     wanted = [cfg.get(k) for k in split_keys if cfg.get(k)] + eval_candidates + list(extra_splits)
-    local = find_local(family, name, [w for w in wanted if w], eval_candidates, roots)
+    local = find_local(family, name, [w for w in wanted if w], [c for c in eval_candidates if c], roots)
     if local is None:
         if hub_offline():
             where = " or ".join(str(r) for _, r in roots) or "no data dir"

@@ -578,10 +578,14 @@ class Leaderboard:
             )
             for s in (result.scores if result else [])
         ]
-        suite_scores = [
-            _row([trial.id, k, v, result.summary_stderr.get(k), result.summary_source.get(k), partition])
-            for k, v in (result.summary.items() if result else [])
-        ]
+        suite_scores = (
+            [
+                _row([trial.id, k, v, result.summary_stderr.get(k), result.summary_source.get(k), partition])
+                for k, v in result.summary.items()
+            ]
+            if result is not None
+            else []
+        )
         steps = [
             [
                 trial.id,
@@ -856,7 +860,7 @@ class Leaderboard:
         for rec in records:
             values = by_trial.get(rec["id"], {})
             rec.update({n: values.get(n) for n in names})
-            present = [values[c] for c in AVERAGED if values.get(c) is not None]
+            present = [v for c in AVERAGED if (v := values.get(c)) is not None]
             rec["average"] = sum(present) / len(present) if present else None
             rec["created_at"] = rec["created_at"].isoformat(timespec="seconds")
         if sort == "auto":

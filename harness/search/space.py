@@ -79,12 +79,13 @@ class ObjectiveSpec(BaseModel):
 
     def values(self, summary: dict[str, float | None]) -> list[float] | None:
         """Objective value(s) from an evaluation summary; None when a key has no data."""
-        if any(summary.get(k) is None for k in self.keys):
+        known = {k: v for k in self.keys if (v := summary.get(k)) is not None}
+        if len(known) < len(self.keys):
             return None
         if self.pareto:
-            return [float(summary[k]) for k in self.pareto]  # type: ignore[arg-type]
+            return [float(known[k]) for k in self.pareto]
         weights = self.maximize or {}
-        return [sum(summary[k] * w for k, w in weights.items()) / sum(weights.values())]  # type: ignore[operator]
+        return [sum(known[k] * w for k, w in weights.items()) / sum(weights.values())]
 
     @property
     def weights(self) -> dict[str, float] | None:
@@ -97,10 +98,11 @@ class ObjectiveSpec(BaseModel):
     def stderr(self, errors: dict[str, float | None]) -> float | None:
         """Stderr of the weighted-mean objective from its keys' stderrs (independent
         benchmarks assumed); None for a Pareto objective or when a key has none."""
-        if self.pareto or any(errors.get(k) is None for k in self.keys):
+        known = {k: e for k in self.keys if (e := errors.get(k)) is not None}
+        if self.pareto or len(known) < len(self.keys):
             return None
         weights = self.maximize or {}
-        return math.sqrt(sum((w * errors[k]) ** 2 for k, w in weights.items())) / sum(weights.values())  # type: ignore[operator]
+        return math.sqrt(sum((w * known[k]) ** 2 for k, w in weights.items())) / sum(weights.values())
 
 
 class PartSpec(BaseModel):
@@ -360,14 +362,16 @@ def validate_space(space: SearchSpace, where: str) -> None:
             at = f"{label} ({end} end of the ranges)"
             resolve_recipe(space.recipe(method, EndValues(end), where=at), where=at)
     first_method = next(iter(space.methods))
-    for name, template in (space.align or {}).items():
-        if template is None:
+    for name, candidate in (space.align or {}).items():
+        if candidate is None:
             continue
         label = f"{where}: align.{name}"
-        check_mappings(template, label)
-        method = template.get("method")
-        ranges = parameter_ranges(method if isinstance(method, str) else None)  # its own fields too
-        for path, dist in iter_distributions(template):
+        check_mappings(candidate, label)
+        align_method = candidate.get("method")
+        ranges = parameter_ranges(
+            align_method if isinstance(align_method, str) else None
+        )  # its own fields too
+        for path, dist in iter_distributions(candidate):
             check_distribution(f"{label}.{path}", dist, ranges.get(path.split(".")[-1]))
         # Data sources load and have TRL's columns, T fits the data, ... (no weights loaded).
         for end in ("low", "high"):

@@ -259,7 +259,7 @@ def grid_space(space: SearchSpace) -> dict[str, list[Any]]:
             if "choice" in dist:
                 grid[name] = list(dist["choice"])
             elif "step" in dist and "gradient" not in dist:
-                low, high = dist.get("float") or dist.get("int")
+                low, high = dist.get("float") or dist["int"]
                 step = dist["step"]
                 count = int(round((high - low) / step)) + 1
                 grid[name] = [low + i * step for i in range(count)]
