@@ -115,8 +115,16 @@ def assets(
 @app.command()
 @user_errors
 def build(
-    recipe: Annotated[Path, typer.Argument(help="Recipe YAML (a mergekit config, + optional align).")],
     out: Annotated[Path, typer.Option("--out", help="Folder to write the model to.")],
+    recipe: Annotated[
+        Path | None, typer.Argument(help="Recipe YAML (a mergekit config, + optional align); or --trial.")
+    ] = None,
+    trial: Annotated[
+        str | None,
+        typer.Option(
+            help="Rebuild this leaderboard row (an id from `harness leaderboard`) from --db, exactly as recorded."
+        ),
+    ] = None,
     route: Annotated[str, typer.Option(help="auto | memory | disk (mergekit run_merge).")] = "auto",
     overwrite: Annotated[bool, typer.Option(help="Allow a non-empty --out.")] = False,
     suite: Annotated[str | None, typer.Option(help="Also score the model on these suites.")] = None,
@@ -127,17 +135,38 @@ def build(
     device: DeviceOption = None,
     dtype: DtypeOption = "auto",
 ) -> None:
-    """Build one model from a recipe and save it (optionally score and record it)."""
+    """Build one model from a recipe, or rebuild a leaderboard row (--trial), into a folder
+    ready for the hub (optionally score and record it).
+
+    The folder holds the weights, config.json, the tokenizer, mergekit_config.yml (the merge,
+    for `mergekit-yaml`), recipe.yaml and a README.md model card (with the leaderboard's scores
+    for --trial or --suite). Upload it with `hf upload YOUR_NAME/MODEL_NAME FOLDER`.
+    """
     from harness.align.trainer import describe_step
-    from harness.build import build_model, choose_route, prepare_out_dir
+    from harness.build import build_model, choose_route, prepare_out_dir, write_card
     from harness.placement import Placement
     from harness.recipe import load_recipe, resolve_recipe
 
+    if (recipe is None) == (trial is None):
+        raise HarnessError(
+            "give either a recipe file or --trial ID", "e.g. `harness build --trial ID --out models/best`"
+        )
+    if trial is not None and suite:
+        raise HarnessError(
+            f"--suite with --trial: trial {trial!r} is scored on the leaderboard already",
+            "leave --suite out (the card carries its scores), or build its recipe file with --suite",
+        )
     if route not in ("auto", "memory", "disk"):
         raise HarnessError(f"unknown route {route!r}", "use auto, memory or disk")
     _positive("--limit", limit)
     placement = Placement.decide(device, dtype)
-    resolved = resolve_recipe(load_recipe(recipe), where=str(recipe))
+    board = None
+    if trial is not None:
+        board = _leaderboard(db, storage)
+        resolved = resolve_recipe(_recorded_recipe(board, trial), where=f"trial {trial}")
+    else:
+        assert recipe is not None
+        resolved = resolve_recipe(load_recipe(recipe), where=str(recipe))
     choose_route(resolved, route)  # type: ignore[arg-type]
     prepare_out_dir(out, overwrite)
     scorer = (
@@ -157,7 +186,7 @@ def build(
     if scorer is not None:
         from harness.record import TrialRecord
 
-        trial = TrialRecord(
+        record = TrialRecord(
             name=built.recipe.display_name(),
             source="build",
             recipe_yaml=built.recipe.to_yaml(),
@@ -170,7 +199,40 @@ def build(
             align_method=built.recipe.align.method if built.recipe.align else None,
             align_steps=built.align_steps,
         )
-        _score_and_record(scorer, built.model, built.tokenizer, trial)
+        _score_and_record(scorer, built.model, built.tokenizer, record)
+        board, trial = scorer.board, record.id
+    if board is not None:  # the card with the row's scores (and its study's references)
+        write_card(out, resolved.recipe, resolved.merge_config, board=board, trial_id=trial)
+    console.print(_fmt(f"model card: {out / 'README.md'}; upload with `hf upload YOUR_NAME/MODEL {out}`"))
+
+
+def _recorded_recipe(board: Any, trial_id: str) -> Any:
+    """The recipe a leaderboard row was built from, exactly as recorded (alignment and seed
+    included); an unknown, pruned, failed or recipe-less row is one line, before any work."""
+    from harness.recipe import recipe_from_dict
+    from harness.recipe.validate import parse_yaml
+
+    if board.log is not None:
+        board.refresh()
+    if not board.path.exists():
+        raise HarnessError(
+            f"no leaderboard database at {board.path}", "pass the --db the trial was recorded in"
+        )
+    row = board.trial(trial_id)
+    if row is None:
+        raise HarnessError(f"no trial {trial_id!r} in {board.path}", "take an id from `harness leaderboard`")
+    if row["status"] != "ok":
+        raise HarnessError(
+            f"trial {trial_id!r} is {row['status']}: its model was never scored in full",
+            "pick an ok row from `harness leaderboard`",
+        )
+    if not row.get("recipe_yaml"):
+        raise HarnessError(
+            f"trial {trial_id!r} has no recipe (it scored an existing model: {row.get('model_ref')})",
+            "pick a search or build trial",
+        )
+    where = f"trial {trial_id}"
+    return recipe_from_dict(parse_yaml(row["recipe_yaml"], where), where)
 
 
 @app.command("eval")
@@ -255,7 +317,8 @@ def search(
         ),
     ] = 60.0,
     report: Annotated[
-        bool, typer.Option("--report/--no-report", help="Regenerate the HTML report at the end.")
+        bool,
+        typer.Option("--report/--no-report", help="Write the HTML report after every trial and at the end."),
     ] = True,
     report_out: Annotated[Path, typer.Option(help="Where the HTML report goes.")] = DEFAULT_REPORT,
     confirm_top: Annotated[
@@ -297,6 +360,10 @@ def search(
         ),
         console=console,
     )
+    if report:  # written after the references and every trial: open it while the search runs
+        from harness.report.live import LiveReport
+
+        runner.after_record = LiveReport(runner.board, report_out, lambda line: console.print(escape(line)))
     try:
         outcome = runner.run()
     except KeyboardInterrupt:

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from harness.build.folder import save_model_folder, snapshot
 from harness.build.loading import model_facts
 from harness.build.merge import DonorPool, merge_in_memory, merge_to_disk, model_from_tensors
 from harness.errors import HarnessError
@@ -30,6 +31,7 @@ class BuiltModel:
     path: Path | None = None
     # One record per alignment step (TRL metrics, data sizes, time); [] for a plain merge.
     align_steps: list[dict[str, Any]] = field(default_factory=list)
+    merge_config: Any = None  # the resolved mergekit configuration (mergekit_config.yml)
 
     @property
     def num_parameters(self) -> int:
@@ -40,10 +42,9 @@ class BuiltModel:
         return model_facts(self.model)[1]
 
     def save(self, out_dir: Path) -> Path:
-        """Write a loadable checkpoint plus the recipe that reproduces it."""
-        self.model.save_pretrained(out_dir)
-        self.tokenizer.save_pretrained(out_dir)
-        (out_dir / "recipe.yaml").write_text(self.recipe.to_yaml(), encoding="utf-8")
+        """Write the model folder (:mod:`harness.build.folder`): weights, tokenizer, config,
+        mergekit_config.yml, the recipe that reproduces it and its card."""
+        save_model_folder(out_dir, self.recipe, self.merge_config, model=self.model, tokenizer=self.tokenizer)
         self.path = out_dir
         return out_dir
 
@@ -107,6 +108,7 @@ def build_model(
         else:  # with align, the on-disk merge is only an intermediate: the aligned model is saved below
             built = _build_on_disk(resolved, None if aligning else out_dir, placement)
         merged(built.model)
+    built.merge_config = resolved.merge_config
     built.seconds = time.perf_counter() - start
     if aligning:
         from harness.align import apply_alignment
@@ -150,6 +152,7 @@ def _build_on_disk(resolved: ResolvedRecipe, out_dir: Path | None, placement: Pl
 
     device = placement.device
     target = out_dir or Path(tempfile.mkdtemp(prefix="harness-merge-"))
+    before = snapshot(target)
     try:
         merge_to_disk(resolved.merge_config, target, seed=resolved.recipe.seed, device=device)
         model = AutoModelForCausalLM.from_pretrained(
@@ -162,8 +165,15 @@ def _build_on_disk(resolved: ResolvedRecipe, out_dir: Path | None, placement: Pl
     finally:
         if out_dir is None:
             shutil.rmtree(target, ignore_errors=True)
-    built = BuiltModel(model=model, tokenizer=tokenizer, recipe=resolved.recipe, route="disk", seconds=0.0)
-    if out_dir is not None:
-        (out_dir / "recipe.yaml").write_text(resolved.recipe.to_yaml(), encoding="utf-8")
+    built = BuiltModel(
+        model=model,
+        tokenizer=tokenizer,
+        recipe=resolved.recipe,
+        route="disk",
+        seconds=0.0,
+        merge_config=resolved.merge_config,
+    )
+    if out_dir is not None:  # mergekit wrote the weights, tokenizer and its own card: ours replaces it
+        save_model_folder(out_dir, resolved.recipe, resolved.merge_config, since=before)
         built.path = out_dir
     return built

@@ -70,6 +70,18 @@ def is_substitute(source: str | None) -> bool:
     return any(mark in text for mark in _SUBSTITUTE_MARKS)
 
 
+def model_card(model_ref: str | None) -> str | None:
+    """The file: URI of a row's model card (``README.md``) when its model is a local folder
+    that has one: a ``harness build --suite`` folder, or ``harness eval`` of a built one."""
+    if not model_ref:
+        return None
+    card = Path(model_ref).expanduser() / "README.md"
+    try:
+        return card.resolve().as_uri() if card.is_file() else None
+    except (OSError, ValueError):
+        return None
+
+
 def _num(value: Any) -> float | None:
     if value is None or isinstance(value, bool):
         return None
@@ -329,6 +341,7 @@ def _trial(
         "search_summary": {r["name"]: _num(r["value"]) for r in search_rows or []},
         "overfit": None,  # set by _mark_overfit: the search-minus-held-out gap, when flagged
         "model_ref": trial.get("model_ref"),
+        "card": model_card(trial.get("model_ref")),
         "reused_from": reused,
         "reused_from_name": names.get(reused) if reused else None,
         "num_parameters": trial.get("num_parameters"),
@@ -532,9 +545,9 @@ def _mark_ties(data: ReportData, board: Leaderboard) -> None:
     )
     lead = leader["cells"][key]
     for row in ranked[1:]:
-        comparison = tests.get(row["id"])
-        if comparison is not None and comparison.test is not None:
-            t = comparison.test
+        tested = tests.get(row["id"])
+        if tested is not None and tested.test is not None:
+            t = tested.test
             if adjusted[row["id"]] >= ALPHA:
                 row["tie"] = "tied"
             row["tie_note"] = (
@@ -652,8 +665,8 @@ def _reproducibility(trials: list[dict[str, Any]]) -> dict[str, Any]:
             task_versions.setdefault(task, set()).add(str(version))
     # Group tasks by version so 57 MMLU subjects at "1.0" take one line, not 57.
     by_version: dict[str, list[str]] = {}
-    for task, versions in sorted(task_versions.items()):
-        by_version.setdefault(", ".join(sorted(versions)), []).append(task)
+    for task, seen in sorted(task_versions.items()):
+        by_version.setdefault(", ".join(sorted(seen)), []).append(task)
     return {
         "trial_commits": commits,
         "report_commit": harness_commit(),

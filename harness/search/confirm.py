@@ -53,18 +53,29 @@ class KeptModels:
         self.me = worker_identity()
 
     def keep(self, record: TrialRecord, model: Any, tokenizer: Any) -> KeptTrial:
-        """Write the trial's model; OSError (a full disk, an unwritable folder) leaves nothing."""
+        """Write the trial's model folder (the one ``harness build`` writes: weights, tokenizer,
+        mergekit_config.yml, recipe.yaml, card); OSError (a full disk, an unwritable folder)
+        leaves nothing."""
         final = self.folder / record.id
         partial = self.folder / f".{record.id}.partial"
+        from harness.build import save_model_folder
         from harness.evaluate.transformers_compat import weight_bars_off  # imports torch
 
+        recipe, merge_config = _recipe_of(record)
         try:
             shutil.rmtree(partial, ignore_errors=True)
             partial.mkdir(parents=True)
             (partial / WRITER_FILE).write_text(json.dumps(self.me))
             with weight_bars_off():
-                model.save_pretrained(partial)
-            tokenizer.save_pretrained(partial)
+                save_model_folder(
+                    partial,
+                    recipe,
+                    merge_config,
+                    model=model,
+                    tokenizer=tokenizer,
+                    trial_id=record.id,
+                    db=self.board_path(),
+                )
             entry = {"record": asdict(record), "worker": self.me}
             (partial / RECORD_FILE).write_text(json.dumps(entry))
             shutil.rmtree(final, ignore_errors=True)
@@ -73,6 +84,14 @@ class KeptModels:
             shutil.rmtree(partial, ignore_errors=True)
             raise
         return KeptTrial(final, record, self.me)
+
+    def board_path(self) -> Path | None:
+        """The leaderboard file this folder belongs to (``<db folder>/.<db name>.kept/<study>``,
+        as the search runner places it), for the rebuild command in a kept model's card."""
+        holder = self.folder.parent.name
+        if holder.startswith(".") and holder.endswith(".kept"):
+            return self.folder.parent.parent / holder[1 : -len(".kept")]
+        return None
 
     def entries(self) -> Iterator[KeptTrial]:
         """Complete entries this process may confirm: its own, and those of dead local workers.
@@ -109,3 +128,18 @@ class KeptModels:
 
     def drop(self, path: Path) -> None:
         shutil.rmtree(path, ignore_errors=True)
+
+
+def _recipe_of(record: TrialRecord) -> tuple[Any, Any]:
+    """The trial's recipe as recorded and its merge resolved as the build resolved it (the
+    alignment's data checks are not repeated: they ran before the trial was built)."""
+    import yaml
+
+    from harness.recipe import recipe_from_dict, resolve_recipe
+
+    if not record.recipe_yaml:  # a model without a recipe: its weights and tokenizer alone
+        return None, None
+    where = f"trial {record.id}"
+    recipe = recipe_from_dict(yaml.safe_load(record.recipe_yaml), where)
+    merge_only = recipe.model_copy(update={"align": None})
+    return recipe, resolve_recipe(merge_only, where).merge_config
