@@ -79,6 +79,7 @@ test-latest: browser postgres actionlint
 lint: install
 	$(BIN)/ruff check harness tests scripts bench
 	$(BIN)/ruff format --check harness tests scripts bench
+	$(BIN)/mypy
 
 assets: install
 	$(BIN)/harness assets
