@@ -200,3 +200,6 @@ def test_a_step_is_described_in_one_line():
         "align step 1 (dpo, sciq): 4 optimizer steps on 64 examples, loss 0.500, margin 0.250, "
         "sciq: 60 on-policy pairs (4 answers equal to the label dropped, 64 generated, 0 cached), 3.0 s"
     )
+    made = {"pairs": 26, "dropped_equal": 0, "dropped_empty": 38, "generated": 64, "cached": 0}
+    line = describe_step({"step": 2, "metrics": {"on_policy": {"obqa": made}}})
+    assert "obqa: 26 on-policy pairs (0 answers equal to the label and 38 empty ones dropped" in line

@@ -507,9 +507,12 @@ def describe_step(record: dict[str, Any]) -> str:
         if record.get(key) is not None:
             parts.append(f"{label} {record[key]:.3f}")
     for name, made in (metrics.get("on_policy") or {}).items():
+        dropped = f"{made['dropped_equal']} answers equal to the label"
+        if made.get("dropped_empty"):
+            dropped += f" and {made['dropped_empty']} empty ones"
         parts.append(
-            f"{name}: {made['pairs']} on-policy pairs ({made['dropped_equal']} answers equal to the "
-            f"label dropped, {made['generated']} generated, {made['cached']} cached)"
+            f"{name}: {made['pairs']} on-policy pairs ({dropped} dropped, "
+            f"{made['generated']} generated, {made['cached']} cached)"
         )
     return (
         f"align step {record.get('step')} ({record.get('method')}, {record.get('chunk')}): "
