@@ -74,7 +74,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--compare", choices=("head", "checkpointing"), default="head")
     args = parser.parse_args(argv)
 
-    from harness.build.loading import load_pretrained
+    from harness.merge.loading import load_pretrained
 
     start, tokenizer, _ = load_pretrained(args.model, device="cpu", dtype="float32")
     # arm -> (TRL's own LM head positions, gradient checkpointing); the first arm is the baseline

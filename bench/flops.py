@@ -74,8 +74,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--limit", type=int, default=30, help="questions per task")
     args = parser.parse_args(argv)
 
-    from harness.build.loading import load_pretrained
     from harness.evaluate.runner import evaluate_model, plan_evaluation
+    from harness.merge.loading import load_pretrained
     from harness.search.space import load_space
 
     space = load_space(Path(args.space))

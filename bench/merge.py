@@ -1,7 +1,7 @@
 """Merge time per method on the demo models vs the memory-bandwidth bound.
 
 Every method runs through the harness's in-memory route (mergekit's own planner and merge
-methods, donor weights resident in a :class:`~harness.build.merge.DonorPool`, as a search
+methods, donor weights resident in a :class:`~harness.merge.routes.DonorPool`, as a search
 does), on the demo base and its two DPO donors, in float32. The bound is the time to move the
 bytes a merge must touch at this machine's measured copy bandwidth: every input tensor read
 once and the output written once. A merge far above its bound spends its time computing
@@ -113,7 +113,7 @@ def touched_bytes(
 
 
 def run(args: argparse.Namespace) -> list[dict[str, Any]]:
-    from harness.build.merge import DonorPool, merge_in_memory
+    from harness.merge.routes import DonorPool, merge_in_memory
     from harness.recipe import Recipe
     from harness.recipe.validate import resolve_recipe
 

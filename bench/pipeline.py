@@ -129,7 +129,7 @@ class Stopwatch:
     @contextmanager
     def watch_merge(self) -> Iterator[None]:
         """Time ``merge_in_memory`` (mergekit's planner and merge methods) as the builder calls it."""
-        from harness.build import builder
+        from harness.merge import builder
 
         original = builder.merge_in_memory
 
@@ -151,8 +151,8 @@ def in_harness(
     scorer: Any, resolved: Any, pool: Any, watch: Stopwatch | None = None
 ) -> tuple[float, dict[tuple[str, str, int | None], float]]:
     """One trial: merge in memory, score, record, then what a search does at a trial's end."""
-    from harness.build import build_model
     from harness.memory import freeze_survivors
+    from harness.merge import build_model
     from harness.record import TrialRecord
 
     watch = watch or Stopwatch()
@@ -188,7 +188,7 @@ def _compare(ours: dict, theirs: dict, what: str) -> int:
 
 
 def run(args: argparse.Namespace) -> list[dict[str, Any]]:
-    from harness.build.merge import DonorPool
+    from harness.merge.routes import DonorPool
     from harness.pipeline import Scorer, Scoring
     from harness.recipe import Recipe
     from harness.recipe.validate import resolve_recipe

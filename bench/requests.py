@@ -62,7 +62,7 @@ def forward_seconds(model: Any) -> Iterator[list[float]]:
 def _call(
     scorer: Any, path: Path, device: str, partition: str, count: int
 ) -> tuple[float, float, dict[str, Any]]:
-    from harness.build.loading import load_pretrained
+    from harness.merge.loading import load_pretrained
 
     model, tokenizer, _ = load_pretrained(str(path), device=device)  # a new trial's model
     with forward_seconds(model) as spent:

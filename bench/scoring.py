@@ -86,11 +86,11 @@ def _differences(
 def run(args: argparse.Namespace) -> list[dict[str, Any]]:
     from lm_eval.models.huggingface import HFLM
 
-    from harness.build.loading import load_pretrained
     from harness.evaluate import plan_evaluation
     from harness.evaluate.fast_lm import SharedPrefixHFLM
     from harness.evaluate.lm_eval_compat import task_requests
     from harness.evaluate.tasks import run_task_manager
+    from harness.merge.loading import load_pretrained
 
     model, tokenizer, _ = load_pretrained(args.model, device=args.device, dtype=args.dtype)
     model.eval()

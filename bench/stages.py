@@ -28,7 +28,7 @@ def _marked(name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
 
 def instrument() -> None:
     import harness.align.trainer as trainer
-    import harness.build.builder as builder
+    import harness.merge.builder as builder
     from harness.pipeline import Scorer
 
     builder.merge_in_memory = _marked("merge (mergekit, in memory)", builder.merge_in_memory)

@@ -143,7 +143,7 @@ def build(
     for --trial or --suite). Upload it with `hf upload YOUR_NAME/MODEL_NAME FOLDER`.
     """
     from harness.align.trainer import describe_step
-    from harness.build import build_model, choose_route, prepare_out_dir, write_card
+    from harness.merge import build_model, choose_route, prepare_out_dir, write_card
     from harness.placement import Placement
     from harness.recipe import load_recipe, resolve_recipe
 
@@ -259,7 +259,7 @@ def eval_(
     stock_scoring: StockScoringOption = False,
 ) -> None:
     """Score one model with lm-eval and record it on the leaderboard."""
-    from harness.build.loading import load_pretrained, model_facts
+    from harness.merge.loading import load_pretrained, model_facts
     from harness.placement import Placement
     from harness.record import TrialRecord
 

@@ -276,7 +276,7 @@ def test_out_of_memory_becomes_an_alignment_error(tiny_models, monkeypatch):
 
 
 def test_apply_alignment_on_a_built_merge_and_record(tiny_models, tmp_path):
-    from harness.build import build_model
+    from harness.merge import build_model
     from harness.recipe import recipe_from_dict, resolve_recipe
     from harness.record import Leaderboard, TrialRecord
 
@@ -344,7 +344,7 @@ def test_build_with_align_saves_the_aligned_model(tiny_models, tmp_path, route):
     """build_model aligns after the merge, and --out holds the aligned weights on both routes."""
     from transformers import AutoModelForCausalLM
 
-    from harness.build import build_model
+    from harness.merge import build_model
     from harness.recipe import recipe_from_dict, resolve_recipe
 
     merge = {

@@ -7,8 +7,8 @@ import torch
 from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM
 
-from harness.build import DonorPool, build_model, prepare_out_dir
 from harness.errors import HarnessError
+from harness.merge import DonorPool, build_model, prepare_out_dir
 from harness.recipe import recipe_from_dict, resolve_recipe
 
 
@@ -203,7 +203,7 @@ def test_loading_and_keeping_a_model_draw_no_transformers_bars(tiny_models, tmp_
     and its hook is restored afterwards (other code's bars are not ours to turn off)."""
     from transformers.utils import logging as hf_logging
 
-    from harness.build.loading import load_pretrained
+    from harness.merge.loading import load_pretrained
     from harness.record import TrialRecord
     from harness.search.confirm import KeptModels
 

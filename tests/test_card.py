@@ -306,7 +306,7 @@ def test_hub_inputs_and_data_go_to_the_front_matter(tmp_path):
     model and a local folder (not hub ids) are listed in the body only."""
     from mergekit.config import MergeConfiguration
 
-    from harness.build import write_card
+    from harness.merge import write_card
     from harness.recipe import recipe_from_dict
 
     local = tmp_path / "donor"
@@ -348,7 +348,7 @@ def test_hub_inputs_and_data_go_to_the_front_matter(tmp_path):
 @pytest.mark.parametrize(("mask", "mode"), [(0o022, 0o644), (0o027, 0o640)])
 def test_a_kept_model_is_the_same_folder_and_follows_the_umask(study, tiny_models, tmp_path, mask, mode):
     """A search's kept models (confirm.py) are written like `harness build`'s folders."""
-    from harness.build.loading import load_pretrained
+    from harness.merge.loading import load_pretrained
     from harness.search.confirm import KeptModels
 
     row = study["board"].trial(study["merge"])

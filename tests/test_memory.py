@@ -48,7 +48,7 @@ def test_bench_counts_the_largest_depth_up_scaled_model(tiny_models, tmp_path):
     start with the highest end, which neither end of every range gives): here 4 + 3 = 7 layers
     of a 4-layer model. The count must equal the bytes of that model as built."""
     from bench.memory import largest_passthrough, layer_bytes
-    from harness.build import build_model
+    from harness.merge import build_model
     from harness.recipe import recipe_from_dict, resolve_recipe
 
     base = str(tiny_models["base"])

@@ -47,7 +47,7 @@ def test_the_merged_model_is_built_on_the_runs_device():
     skeleton built on the CPU first would leave them there."""
     from transformers import LlamaForCausalLM
 
-    from harness.build.merge import model_from_tensors
+    from harness.merge.routes import model_from_tensors
 
     config = tiny_llama_config()
     with torch.device("meta"):
@@ -64,7 +64,7 @@ def test_the_merge_computes_and_keeps_its_results_on_the_runs_device(tiny_models
     import mergekit.graph
     import mergekit.merge  # noqa: F401  (imported before the patch: it binds Executor at import)
 
-    from harness.build.merge import DonorPool, merge_in_memory
+    from harness.merge.routes import DonorPool, merge_in_memory
     from harness.recipe import recipe_from_dict, resolve_recipe
 
     made: list[tuple[torch.device, torch.device]] = []
@@ -94,7 +94,7 @@ def test_the_merge_computes_and_keeps_its_results_on_the_runs_device(tiny_models
 def test_a_donor_is_served_where_the_pool_keeps_it(tiny_models):
     """mergekit's loader asks for "cpu" whatever the merge's device; a GPU-resident donor
     answered literally would cross the bus twice per merge."""
-    from harness.build.merge import _ResidentLoader
+    from harness.merge.routes import _ResidentLoader
 
     tensor = torch.zeros(2, device="meta")
     loader = _ResidentLoader(index=None, tensors={"w": tensor})
@@ -118,8 +118,8 @@ def test_every_stage_of_a_search_gets_the_runs_one_decision(tmp_path, tiny_model
     is watched at its entry; today's failure mode was stages that got ``None`` and chose for
     themselves (merge on the CPU, references on CUDA)."""
     import harness.align.trainer as trainer
-    import harness.build.builder as builder
-    import harness.build.loading as loading
+    import harness.merge.builder as builder
+    import harness.merge.loading as loading
     import harness.search.runner as runner_module
     from harness.pipeline import Scorer
 
@@ -149,7 +149,7 @@ def test_every_stage_of_a_search_gets_the_runs_one_decision(tmp_path, tiny_model
         seen.append(("score", self.placement.device, str(next(model.parameters()).device)))
         return measure(self, model, tokenizer, *args, **kw)
 
-    monkeypatch.setattr("harness.build.build_model", watched_build)
+    monkeypatch.setattr("harness.merge.build_model", watched_build)
     monkeypatch.setattr(loading, "load_pretrained", watched_load)
     monkeypatch.setattr(trainer, "align_model", watched_align)
     monkeypatch.setattr(Scorer, "measure", watched_measure)

@@ -141,7 +141,7 @@ def test_three_trials_then_resume_to_five(tmp_path, tiny_models, data):
 def test_recorded_recipe_rebuilds_exactly(tmp_path, tiny_models, data):
     import torch
 
-    from harness.build import build_model
+    from harness.merge import build_model
     from harness.recipe import load_recipe, resolve_recipe
 
     space = write_space(tmp_path, tiny_models, data)
@@ -272,7 +272,7 @@ def test_what_outlives_a_trial_is_frozen_and_no_model_with_it(tmp_path, tiny_mod
     still referenced then (both sit in reference cycles) would never be collected: at every
     freeze, each model and tokenizer built or loaded so far must already be gone. After the
     run nothing stays frozen."""
-    import harness.build.loading as loading
+    import harness.merge.loading as loading
     import harness.search.runner as runner_module
     from harness.search.runner import SearchRunner as Runner
 

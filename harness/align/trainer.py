@@ -45,7 +45,7 @@ from harness.memory import release_freed_memory
 from harness.placement import pick_device
 
 if TYPE_CHECKING:
-    from harness.build.builder import BuiltModel
+    from harness.merge.builder import BuiltModel
     from harness.recipe.schema import Recipe
 
 # TRL's logged metric -> column of the ``align_steps`` table (a method's other metrics go to

@@ -58,8 +58,8 @@ class KeptModels:
         leaves nothing."""
         final = self.folder / record.id
         partial = self.folder / f".{record.id}.partial"
-        from harness.build import save_model_folder
         from harness.evaluate.transformers_compat import weight_bars_off  # imports torch
+        from harness.merge import save_model_folder
 
         recipe, merge_config = _recipe_of(record)
         try:

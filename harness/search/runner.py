@@ -93,7 +93,7 @@ class SearchOutcome:
 
 def donor_headroom(space: SearchSpace) -> float:
     """How many times a donor's size the device must keep free beside the resident donors
-    (:class:`harness.build.DonorPool`): the trial's merged model and the merge's temporaries
+    (:class:`harness.merge.DonorPool`): the trial's merged model and the merge's temporaries
     (2); with alignment, its training state too: a LoRA adapter and activations (+1), or for a
     full fine-tune the reference copy, gradients and Adam's two moments (+4)."""
     templates = [t for t in (space.align or {}).values() if t is not None]
@@ -170,7 +170,7 @@ class SearchRunner:
         self.claims = options.db.parent / f".{options.db.name}.claims"
         # Trials in the top K so far wait here for their confirmation at the end of the run.
         self.kept = KeptModels(options.db.parent / f".{options.db.name}.kept" / self.study_name)
-        from harness.build import DonorPool
+        from harness.merge import DonorPool
 
         # Donors stay loaded for the whole search: on the GPU when they fit beside a trial.
         self.pool = DonorPool(self.placement.device, headroom=donor_headroom(space))
@@ -412,7 +412,7 @@ class SearchRunner:
         search questions and on the held-out ones (not Optuna trials: they never count towards
         the budget). A failure is recorded and skipped."""
         from harness.align.donors import donor_training
-        from harness.build.loading import load_pretrained, model_facts
+        from harness.merge.loading import load_pretrained, model_facts
 
         scored = []
         for ref in self.space.reference_models:
@@ -468,7 +468,7 @@ class SearchRunner:
 
     def _build(self, recipe: Any, record: TrialRecord) -> Any:
         """Build a recipe against the resident donors; the record gets what the build reports."""
-        from harness.build import build_model
+        from harness.merge import build_model
         from harness.recipe import resolve_recipe
 
         built = build_model(
@@ -677,7 +677,7 @@ class SearchRunner:
         """Score the kept trials still in the top K on the held-out questions; drop the rest.
         An entry is removed once its confirmation is recorded; Ctrl-C or a failed scoring
         leaves it for the next run."""
-        from harness.build.loading import load_pretrained
+        from harness.merge.loading import load_pretrained
 
         entries = sorted(self._drop_fallen(), key=lambda e: -(e.record.objective or 0.0))
         for i, entry in enumerate(entries, 1):

@@ -7,7 +7,7 @@ Every build writes the same files (``harness build``, and a search's kept models
 - ``mergekit_config.yml``: the recipe's merge part as mergekit itself serialises it, model
   references resolved to the paths the build read (``mergekit-yaml`` rebuilds the merge);
 - ``recipe.yaml``: the whole recipe (merge, alignment, seed), what ``harness build`` reads;
-- ``README.md``: the model card (:func:`harness.build.card.write_card`).
+- ``README.md``: the model card (:func:`harness.merge.card.write_card`).
 
 Files follow the user's umask: ``save_pretrained`` writes the weights through a private
 temporary file (mode 0600), so every file written here gets the mode a plain ``open`` would
@@ -21,7 +21,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from harness.build.card import write_card
+from harness.merge.card import write_card
 from harness.recipe import Recipe
 
 MERGEKIT_CONFIG = "mergekit_config.yml"

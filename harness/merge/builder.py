@@ -9,11 +9,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from harness.build.folder import save_model_folder, snapshot
-from harness.build.loading import model_facts
-from harness.build.merge import DonorPool, merge_in_memory, merge_to_disk, model_from_tensors
 from harness.errors import HarnessError
 from harness.memory import release_freed_memory
+from harness.merge.folder import save_model_folder, snapshot
+from harness.merge.loading import model_facts
+from harness.merge.routes import DonorPool, merge_in_memory, merge_to_disk, model_from_tensors
 from harness.placement import Placement, load_onto
 from harness.recipe import Recipe, ResolvedRecipe
 from harness.stages import stage
@@ -42,7 +42,7 @@ class BuiltModel:
         return model_facts(self.model)[1]
 
     def save(self, out_dir: Path) -> Path:
-        """Write the model folder (:mod:`harness.build.folder`): weights, tokenizer, config,
+        """Write the model folder (:mod:`harness.merge.folder`): weights, tokenizer, config,
         mergekit_config.yml, the recipe that reproduces it and its card."""
         save_model_folder(out_dir, self.recipe, self.merge_config, model=self.model, tokenizer=self.tokenizer)
         self.path = out_dir
