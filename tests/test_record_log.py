@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 from harness.cli import app
 from harness.evaluate.results import EvalResult, Sample
 from harness.record import Leaderboard, RecordLog, TrialRecord
-from harness.record.db import MIGRATIONS, SCHEMA_VERSION
+from harness.record.schema import MIGRATIONS, SCHEMA_VERSION
 from tests.test_record import result
 
 CLI = CliRunner()

@@ -346,7 +346,7 @@ def _paired(
     if not refs:
         return {}
     from harness.compare import TrialData
-    from harness.record.db import BOARD_PARTITIONS
+    from harness.record.schema import BOARD_PARTITIONS
 
     data = TrialData(board, [trial["id"], *(r["id"] for r in refs)])
     out = {}

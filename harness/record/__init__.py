@@ -1,15 +1,11 @@
 """Record stage: scores into the DuckDB leaderboard (materialised from a shared PostgreSQL log
 when workers run on several machines). Entry point: :class:`Leaderboard`."""
 
-from harness.record.db import (
-    AVERAGED,
-    BOARD_PARTITIONS,
-    SUITE_COLUMNS,
-    Leaderboard,
-    TrialRecord,
-    scoring_paths,
-)
+from harness.evaluate.suites import AVERAGED
+from harness.record.db import Leaderboard
 from harness.record.log import RecordLog, is_log_url
+from harness.record.schema import BOARD_PARTITIONS, SUITE_COLUMNS
+from harness.record.trial import TrialRecord, scoring_paths
 from harness.record.versions import harness_commit, library_versions
 
 __all__ = [

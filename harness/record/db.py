@@ -1,13 +1,7 @@
-"""The leaderboard database (DuckDB).
+"""The leaderboard database (DuckDB): connections, writes, the spool, and the queries.
 
-Tables:
-- ``trials``: one row per evaluated model or search trial (recipe, status, timings,
-  versions).
-- ``scores(trial_id, task, metric, value, stderr, n_samples, num_fewshot, data_source)``:
-  one row per lm-eval task (subtasks included) and metric, plus suite aggregates.
-- ``suite_scores(trial_id, name, value, stderr, data_source)``: headline numbers (h4, mmlu,
-  mmlu_macro, kmmlu, arc_challenge, a search space's own keys, ...); NULL means "no data", never 0.
-- ``trial_params(trial_id, name, value, value_text)``: sampled search parameters.
+Its tables and migrations are in :mod:`harness.record.schema`; a row as the stages hand it
+over is a :class:`~harness.record.trial.TrialRecord`.
 
 DuckDB allows one read-write process per file, so every write opens, writes one
 transaction and closes: a reader (``harness leaderboard``) can look in between, and a
@@ -22,13 +16,11 @@ import contextlib
 import json
 import math
 import os
-import socket
 import sys
 import time
 import uuid
-from collections import Counter
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -36,190 +28,21 @@ from typing import Any
 import duckdb
 
 from harness.errors import HarnessError, StoreUnavailable
-from harness.evaluate.results import Composition, EvalResult
-from harness.evaluate.suites import AVERAGED, board_keys
+from harness.evaluate.results import EvalResult
 from harness.paths import nearest_existing
 from harness.record.log import RecordLog
+from harness.record.queries import BoardQueries
+from harness.record.schema import (
+    MIGRATIONS,
+    SAMPLE_COLUMNS,
+    SCHEMA_VERSION,
+    SCORE_TABLES,
+    SCORES_WIDTH,
+    TRIAL_TABLES,
+)
 from harness.record.spool import Spool
+from harness.record.trial import TrialRecord
 from harness.record.versions import harness_commit, library_versions
-
-# (the schema version is the last migration's, see MIGRATIONS below)
-
-# Which questions a row's numbers were measured on (harness.evaluate.questions): a study's
-# "search" part (what its objective saw) and "heldout" part, or "all" (a plain eval: the split,
-# or its first --limit). The leaderboard's columns and paired tests use the board partitions
-# only: a number the search optimised on is never ranked.
-BOARD_PARTITIONS = ("heldout", "all")
-
-# Headline columns in leaderboard order, defined once with the suites.
-SUITE_COLUMNS = tuple(board_keys())
-
-# Version 4 as one idempotent script: files written before migrations were numbered (versions
-# 1-3 upgraded themselves with IF NOT EXISTS on every connection) are brought to 4 by it.
-_SCHEMA_4 = """
-CREATE TABLE IF NOT EXISTS trials (
-    id VARCHAR PRIMARY KEY,
-    name VARCHAR NOT NULL,
-    created_at TIMESTAMP NOT NULL,
-    source VARCHAR NOT NULL,          -- eval | build | search
-    status VARCHAR NOT NULL,          -- ok | failed | interrupted
-    error VARCHAR,
-    model_ref VARCHAR,                -- what was evaluated when there is no recipe
-    recipe_yaml VARCHAR,
-    recipe_hash VARCHAR,
-    merge_method VARCHAR,
-    align_method VARCHAR,
-    study VARCHAR,
-    trial_number INTEGER,
-    objective DOUBLE,
-    objective_stderr DOUBLE,          -- stderr of a weighted-mean objective (NULL for Pareto)
-    objective_weights VARCHAR,        -- JSON {summary key: weight}, weights summing to 1 (NULL for Pareto)
-    heldout_objective DOUBLE,         -- the objective on the held-out questions (confirmed trials)
-    heldout_objective_stderr DOUBLE,
-    fidelity INTEGER,                 -- search questions per task the trial reached (pruned: fewer)
-    split_rule VARCHAR,               -- how the study divided search and held-out questions
-    reused_from VARCHAR,              -- scores copied from this trial (same recipe hash)
-    build_seconds DOUBLE,
-    eval_seconds DOUBLE,
-    num_parameters BIGINT,
-    dtype VARCHAR,
-    suites VARCHAR,
-    eval_limit INTEGER,
-    versions VARCHAR,                 -- JSON
-    task_versions VARCHAR,            -- JSON
-    harness_commit VARCHAR
-);
-CREATE TABLE IF NOT EXISTS scores (
-    trial_id VARCHAR NOT NULL, task VARCHAR NOT NULL, metric VARCHAR NOT NULL,
-    value DOUBLE, stderr DOUBLE, n_samples INTEGER, num_fewshot INTEGER,
-    data_source VARCHAR, suite VARCHAR, aggregate BOOLEAN
-);
-CREATE TABLE IF NOT EXISTS suite_scores (
-    trial_id VARCHAR NOT NULL, name VARCHAR NOT NULL, value DOUBLE, stderr DOUBLE, data_source VARCHAR
-);
--- Files written by schema 1 (no objective_stderr, no stderr / data_source per headline)
--- gain the columns, NULL.
-ALTER TABLE trials ADD COLUMN IF NOT EXISTS objective_stderr DOUBLE;
-ALTER TABLE trials ADD COLUMN IF NOT EXISTS objective_weights VARCHAR;
-ALTER TABLE suite_scores ADD COLUMN IF NOT EXISTS stderr DOUBLE;
-ALTER TABLE suite_scores ADD COLUMN IF NOT EXISTS data_source VARCHAR;
-ALTER TABLE trials ADD COLUMN IF NOT EXISTS heldout_objective DOUBLE;
-ALTER TABLE trials ADD COLUMN IF NOT EXISTS heldout_objective_stderr DOUBLE;
-ALTER TABLE trials ADD COLUMN IF NOT EXISTS fidelity INTEGER;
-ALTER TABLE trials ADD COLUMN IF NOT EXISTS split_rule VARCHAR;
-ALTER TABLE scores ADD COLUMN IF NOT EXISTS "partition" VARCHAR DEFAULT 'all';
-ALTER TABLE suite_scores ADD COLUMN IF NOT EXISTS "partition" VARCHAR DEFAULT 'all';
-CREATE TABLE IF NOT EXISTS align_steps (
-    trial_id VARCHAR NOT NULL, step INTEGER NOT NULL, method VARCHAR, chunk VARCHAR,
-    examples INTEGER, train_steps INTEGER, seconds DOUBLE, lora BOOLEAN,
-    loss DOUBLE, rewards_chosen DOUBLE, rewards_rejected DOUBLE, rewards_margins DOUBLE,
-    rewards_accuracies DOUBLE,
-    metrics VARCHAR                   -- JSON: everything TRL logged for this step
-);
-CREATE TABLE IF NOT EXISTS trial_params (
-    trial_id VARCHAR NOT NULL, name VARCHAR NOT NULL, value DOUBLE, value_text VARCHAR
-);
--- Per-question results (lm-eval's log_samples): one row per trial, task, document and metric.
-CREATE TABLE IF NOT EXISTS samples (
-    trial_id VARCHAR NOT NULL, task VARCHAR NOT NULL, num_fewshot INTEGER, doc_id INTEGER NOT NULL,
-    doc_hash VARCHAR, metric VARCHAR NOT NULL, value DOUBLE, split VARCHAR, "partition" VARCHAR
-);
--- How each headline number is made from the samples: sum(weight * mean(value)) over its rows.
-CREATE TABLE IF NOT EXISTS summary_parts (
-    trial_id VARCHAR NOT NULL, name VARCHAR NOT NULL, task VARCHAR NOT NULL, metric VARCHAR NOT NULL,
-    num_fewshot INTEGER, weight DOUBLE NOT NULL
-);
-ALTER TABLE summary_parts ADD COLUMN IF NOT EXISTS "partition" VARCHAR DEFAULT 'all';
-"""
-
-# The leaderboard's schema changes, each applied once, in order, in one transaction with its
-# version number (``meta.schema_version``). A change is a new entry here, never an edit of an
-# old one: a file at version N gets exactly the entries after N.
-MIGRATIONS: tuple[tuple[int, str], ...] = (
-    (4, _SCHEMA_4),
-    # 5: which process wrote a row (host:pid): with many workers, where a trial ran.
-    (5, "ALTER TABLE trials ADD COLUMN written_by VARCHAR"),
-    # 6: how a score's log-likelihoods were computed: "shared-prefix" or "stock: <why>" (NULL:
-    # written before it was recorded, or a row without data).
-    (6, "ALTER TABLE scores ADD COLUMN IF NOT EXISTS scoring_path VARCHAR"),
-)
-SCHEMA_VERSION = MIGRATIONS[-1][0]
-
-TRIAL_TABLES = ("trials", "scores", "suite_scores", "trial_params", "align_steps", "samples", "summary_parts")
-SCORE_TABLES = ("scores", "suite_scores", "samples", "summary_parts")  # rows per partition
-SCORES_WIDTH = 12  # the scores table's width at the current schema (see _write)
-SAMPLE_COLUMNS = (
-    "trial_id",
-    "task",
-    "num_fewshot",
-    "doc_id",
-    "doc_hash",
-    "metric",
-    "value",
-    "split",
-    "partition",
-)
-
-
-@dataclass
-class TrialRecord:
-    """Everything about one evaluated model except its scores."""
-
-    name: str
-    source: str
-    status: str = "ok"
-    error: str | None = None
-    id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
-    model_ref: str | None = None
-    recipe_yaml: str | None = None
-    recipe_hash: str | None = None
-    merge_method: str | None = None
-    align_method: str | None = None
-    study: str | None = None
-    trial_number: int | None = None
-    objective: float | None = None
-    objective_stderr: float | None = None
-    objective_weights: dict[str, float] | None = None
-    heldout_objective: float | None = None
-    heldout_objective_stderr: float | None = None
-    fidelity: int | None = None
-    split_rule: str | None = None
-    reused_from: str | None = None
-    written_by: str = field(default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}")
-    build_seconds: float | None = None
-    eval_seconds: float | None = None
-    num_parameters: int | None = None
-    dtype: str | None = None
-    suites: str | None = None
-    eval_limit: int | None = None
-    params: dict[str, Any] = field(default_factory=dict)
-    # One dict per alignment step: step, method, chunk, examples, train_steps, seconds, lora,
-    # loss, rewards_chosen, rewards_rejected, rewards_margins, rewards_accuracies, metrics.
-    align_steps: list[dict[str, Any]] = field(default_factory=list)
-
-
-def scoring_paths(scores: list[dict[str, Any]]) -> list[str]:
-    """How a trial's score rows with data were computed, most rows first: ``shared-prefix``,
-    ``stock: <why>``, or ``not recorded`` (rows written before schema 6)."""
-    counts = Counter(
-        row.get("scoring_path") or "not recorded" for row in scores if row.get("value") is not None
-    )
-    return [path for path, _ in counts.most_common()]
-
-
-def param_value(value: float | None, text: str | None) -> Any:
-    """A stored search parameter: numbers are DOUBLE (whole ones come back as int), the
-    rest JSON text (see ``Leaderboard.record``); NaN/inf -> None."""
-    if value is not None:
-        if not math.isfinite(value):
-            return None
-        return int(value) if float(value).is_integer() and abs(value) < 2**53 else value
-    if text is None:
-        return None
-    try:
-        return json.loads(text)
-    except ValueError:
-        return text
 
 
 def _clean(value: float | None) -> float | None:
@@ -259,17 +82,11 @@ def _transaction(con: duckdb.DuckDBPyConnection) -> Iterator[None]:
         raise
 
 
-def _dicts(cur: duckdb.DuckDBPyConnection) -> list[dict[str, Any]]:
-    """The rows of an executed query as {column: value}."""
-    cols = [d[0] for d in cur.description]
-    return [dict(zip(cols, r, strict=True)) for r in cur.fetchall()]
-
-
 def _row(values: list[Any]) -> list[Any]:
     return [_clean(v) if isinstance(v, float) else v for v in values]
 
 
-class Leaderboard:
+class Leaderboard(BoardQueries):
     """Handle on one DuckDB leaderboard file; every method opens and closes its connection.
 
     DuckDB lets one process at a time hold the file (a writer excludes readers too), so a
@@ -743,229 +560,3 @@ class Leaderboard:
         )
 
     # -- reads ------------------------------------------------------------------------
-
-    def _select(self, sql: str, args: list[Any]) -> list[dict[str, Any]]:
-        """Rows of a read-only query as dicts ([] when the file or the table does not exist
-        yet: a file written by an older schema has no samples until its next write)."""
-        if not self.path.exists():
-            return []
-        with self.connect(read_only=True) as con:
-            try:
-                cur = con.execute(sql, args)
-            except duckdb.CatalogException:
-                return []
-            return _dicts(cur)
-
-    def snapshot(self, tables: dict[str, str]) -> dict[str, list[dict[str, Any]]]:
-        """Whole tables as rows, {table: ORDER BY clause}, read in one connection (a writer
-        cannot come between two of them); tables the file does not have are left out."""
-        if not self.path.exists():
-            return {}
-        out: dict[str, list[dict[str, Any]]] = {}
-        with self.connect(read_only=True) as con:
-            present = {
-                r[0] for r in con.execute("SELECT table_name FROM information_schema.tables").fetchall()
-            }
-            for table, order in tables.items():
-                if table in present:
-                    out[table] = _dicts(con.execute(f"SELECT * FROM {table} ORDER BY {order}"))
-        return out
-
-    def recorded(self, trial_ids: list[str]) -> set[str]:
-        """Which of these row ids the board holds, or holds pending (spooled while locked)."""
-        held = {r["id"] for r in self._rows_of("trials", ("id",), trial_ids, key="id")}
-        wanted = set(trial_ids)
-        for path in self.spool.pending():
-            payload = self.spool.read(path)
-            if payload is not None and payload["trial"]["id"] in wanted:
-                held.add(payload["trial"]["id"])
-        return held
-
-    def fingerprint(self) -> tuple[Any, ...]:
-        """A cheap token that changes whenever a row is recorded or completed (rows, scores,
-        confirmations, status changes): what a live report compares to skip a rewrite."""
-        with self.connect(read_only=True) as con:
-            row = con.execute(
-                "SELECT (SELECT count(*) FROM trials), (SELECT count(*) FROM scores), "
-                "(SELECT count(heldout_objective) FROM trials), "
-                "(SELECT count(*) FILTER (WHERE status = 'ok') FROM trials), (SELECT max(created_at) FROM trials)"
-            ).fetchone()
-        return (*(row or ()), len(self.spool.pending()))
-
-    def trial(self, trial_id: str) -> dict[str, Any] | None:
-        rows = self._select("SELECT * FROM trials WHERE id = ?", [trial_id])
-        return rows[0] if rows else None
-
-    def params(self, trial_id: str) -> dict[str, Any]:
-        """Sampled search parameters of one trial (numbers as numbers, the rest as stored)."""
-        rows = self._select("SELECT * FROM trial_params WHERE trial_id = ? ORDER BY name", [trial_id])
-        return {r["name"]: param_value(r["value"], r["value_text"]) for r in rows}
-
-    def align_steps(self, trial_id: str) -> list[dict[str, Any]]:
-        return self._select("SELECT * FROM align_steps WHERE trial_id = ? ORDER BY step", [trial_id])
-
-    def recipe_yaml(self, trial_id: str) -> str | None:
-        with self.connect(read_only=True) as con:
-            row = con.execute("SELECT recipe_yaml FROM trials WHERE id = ?", [trial_id]).fetchone()
-        return row[0] if row else None
-
-    def suite_summary(
-        self, trial_id: str, column: str = "value", partition: str | None = None
-    ) -> dict[str, float | None]:
-        """Summary key -> value (or ``column="stderr"``: its stderr) of one trial, measured on
-        ``partition`` (default: the board's, held-out or all)."""
-        if column not in ("value", "stderr"):
-            raise ValueError(column)
-        wanted = [partition] if partition else list(BOARD_PARTITIONS)
-        marks = ", ".join("?" * len(wanted))
-        with self.connect(read_only=True) as con:
-            return dict(
-                con.execute(
-                    f'SELECT name, {column} FROM suite_scores WHERE trial_id = ? AND "partition" IN ({marks})',
-                    [trial_id, *wanted],
-                ).fetchall()
-            )
-
-    def ranking(
-        self, top: int | None = None, sort: str = "auto", study: str | None = None
-    ) -> list[dict[str, Any]]:
-        """Trials with one column per headline score, best first (failed trials last).
-
-        Headline columns hold board numbers only (held-out or plain eval questions, never the
-        search part a study optimised on). ``sort="auto"`` ranks by the benchmark average when
-        rows have one, else by the held-out objective when rows have one, else by the search
-        objective (e.g. a demo proxy suite that has no leaderboard benchmark). A pruned trial
-        (status ``pruned``) ranks after every scored one, like a failed one.
-        """
-        if not self.path.exists():
-            return []
-        with self.connect(read_only=True) as con:
-            records = _dicts(
-                con.execute(
-                    """SELECT id, name, status, error, source, study, trial_number, merge_method, align_method,
-                              objective, heldout_objective, fidelity, reused_from, num_parameters, eval_limit,
-                              created_at
-                       FROM trials WHERE ? IS NULL OR study = ? ORDER BY created_at""",
-                    [study, study],
-                )
-            )
-            scores = con.execute(
-                'SELECT trial_id, name, value FROM suite_scores WHERE "partition" IN (?, ?)',
-                list(BOARD_PARTITIONS),
-            ).fetchall()
-        names = list(SUITE_COLUMNS) + sorted({n for _, n, _ in scores} - set(SUITE_COLUMNS))
-        by_trial: dict[str, dict[str, float | None]] = {}
-        for trial_id, name, value in scores:
-            by_trial.setdefault(trial_id, {})[name] = value
-        for rec in records:
-            values = by_trial.get(rec["id"], {})
-            rec.update({n: values.get(n) for n in names})
-            present = [v for c in AVERAGED if (v := values.get(c)) is not None]
-            rec["average"] = sum(present) / len(present) if present else None
-            rec["created_at"] = rec["created_at"].isoformat(timespec="seconds")
-        if sort == "auto":
-            sort = next(
-                (k for k in ("average", "heldout_objective") if any(r[k] is not None for r in records)),
-                "objective",
-            )
-        if records and sort not in records[0]:
-            raise HarnessError(f"cannot sort by {sort!r}", f"use one of: {', '.join(records[0])}")
-
-        def key(rec: dict[str, Any]) -> tuple:
-            value, searched = rec.get(sort), rec.get("objective")
-            number = -value if isinstance(value, int | float) else 0
-            # Rows without the ranking number (trials not confirmed on the held-out questions)
-            # follow by what the search saw, best first, not in the order they were created.
-            then = -searched if isinstance(searched, int | float) else float("inf")
-            return (rec["status"] != "ok", value is None, number, then)
-
-        records.sort(key=key)  # stable: ties keep creation order
-        return records[:top] if top else records
-
-    def scores(self, trial_id: str) -> list[dict[str, Any]]:
-        return self._select(
-            "SELECT * FROM scores WHERE trial_id = ? ORDER BY aggregate DESC, task, metric", [trial_id]
-        )
-
-    def samples(
-        self, trial_ids: list[str], partitions: tuple[str, ...] = BOARD_PARTITIONS
-    ) -> list[dict[str, Any]]:
-        """Per-question rows of these trials on these partitions (see the ``samples`` table)."""
-        columns = ("trial_id", "task", "metric", "num_fewshot", "doc_id", "doc_hash", "value")
-        return self._rows_of("samples", columns, trial_ids, partitions=partitions)
-
-    def compositions(
-        self, trial_ids: list[str], partitions: tuple[str, ...] = BOARD_PARTITIONS
-    ) -> dict[str, dict[str, Composition]]:
-        """How each headline number of these trials is made from their samples: trial id ->
-        summary key -> {(task, metric, shots): weight} (see ``summary_parts``)."""
-        columns = ("trial_id", "name", "task", "metric", "num_fewshot", "weight")
-        out: dict[str, dict[str, Composition]] = {t: {} for t in trial_ids}
-        for r in self._rows_of("summary_parts", columns, trial_ids, partitions=partitions):
-            out[r["trial_id"]].setdefault(r["name"], {})[(r["task"], r["metric"], r["num_fewshot"])] = r[
-                "weight"
-            ]
-        return out
-
-    def objective_weights(self, trial_ids: list[str]) -> dict[str, dict[str, float] | None]:
-        """Trial id -> its objective's {summary key: weight} (None: Pareto, or not a search trial)."""
-        rows = self._rows_of("trials", ("id", "objective_weights"), trial_ids, key="id")
-        return {r["id"]: json.loads(r["objective_weights"]) if r["objective_weights"] else None for r in rows}
-
-    def _rows_of(
-        self,
-        table: str,
-        columns: tuple[str, ...],
-        trial_ids: list[str],
-        key: str = "trial_id",
-        partitions: tuple[str, ...] | None = None,
-    ) -> list[dict[str, Any]]:
-        """Some columns of one table for these trials (on these partitions), in one query."""
-        if not trial_ids:
-            return []
-        marks = ", ".join("?" * len(trial_ids))
-        sql = f"SELECT {', '.join(columns)} FROM {table} WHERE {key} IN ({marks})"
-        args = list(trial_ids)
-        if partitions is not None:
-            sql += f' AND "partition" IN ({", ".join("?" * len(partitions))})'
-            args += list(partitions)
-        return self._select(sql, args)
-
-    def find_reference(
-        self, model_ref: str, study: str, suites: str, limit: int | None, split_rule: str | None = None
-    ) -> str | None:
-        """Id of an ok row scoring this model for this study with the same suites, limit and split."""
-        rows = self._select(
-            """SELECT id FROM trials WHERE model_ref = ? AND study = ? AND suites = ? AND status = 'ok'
-               AND eval_limit IS NOT DISTINCT FROM ? AND split_rule IS NOT DISTINCT FROM ?
-               AND trial_number IS NULL LIMIT 1""",
-            [model_ref, study, suites, limit, split_rule],
-        )
-        return rows[0]["id"] if rows else None
-
-    def measurements(self, study: str, recipe_hash: str, source: str) -> list[str]:
-        """Ids of the ok rows of this study measuring this recipe from ``source``, oldest first."""
-        rows = self._select(
-            """SELECT id FROM trials WHERE study = ? AND recipe_hash = ? AND source = ? AND status = 'ok'
-               ORDER BY created_at""",
-            [study, recipe_hash, source],
-        )
-        return [r["id"] for r in rows]
-
-    def find_scored(
-        self, recipe_hash: str, suites: str, limit: int | None, split_rule: str | None = None
-    ) -> str | None:
-        """Id of an ok trial with this recipe already scored on the same suites, limit and split
-        (in full: a pruned trial's scores cover fewer questions). A row confirmed on the
-        held-out questions comes first, copy or not (its copy then needs no confirmation of its
-        own); then the original, oldest first."""
-        if not self.path.exists():
-            return None
-        with self.connect(read_only=True) as con:
-            row = con.execute(
-                """SELECT id FROM trials WHERE recipe_hash = ? AND suites = ? AND status = 'ok'
-                   AND eval_limit IS NOT DISTINCT FROM ? AND split_rule IS NOT DISTINCT FROM ?
-                   ORDER BY heldout_objective IS NULL, reused_from IS NOT NULL, created_at LIMIT 1""",
-                [recipe_hash, suites, limit, split_rule],
-            ).fetchone()
-        return row[0] if row else None

@@ -20,7 +20,7 @@ from harness.errors import HarnessError
 from harness.evaluate.results import pooled_stderr
 from harness.evaluate.suites import AVERAGED, BOARD_COLUMNS
 from harness.record import Leaderboard, harness_commit, scoring_paths
-from harness.record.db import param_value
+from harness.record.trial import param_value
 
 # (key, label, tooltip) in table order: the leaderboard's columns, defined with the suites.
 SCORE_COLUMNS: tuple[tuple[str, str, str], ...] = tuple((c.key, c.label, c.help) for c in BOARD_COLUMNS)
