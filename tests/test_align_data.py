@@ -8,17 +8,10 @@ from pathlib import Path
 import pytest
 from datasets import Dataset
 
-from harness.align import AlignConfig, PreferenceSource
-from harness.align import data as align_data
-from harness.align.data import (
-    NearDuplicateIndex,
-    QAItem,
-    check_align,
-    load_source,
-    near_duplicate_mask,
-    pairs_from_qa,
-    prepare_demo_preference_sets,
-)
+from harness.align import AlignConfig, PreferenceSource, demo_sets, logps
+from harness.align.data import check_align, load_source
+from harness.align.dedupe import NearDuplicateIndex, near_duplicate_mask
+from harness.align.demo_sets import QAItem, pairs_from_qa, prepare_demo_preference_sets
 from harness.errors import HarnessError
 
 FIXTURES = Path(__file__).parent / "fixtures" / "align"
@@ -196,7 +189,7 @@ def test_demo_sets_are_built_once_and_decontaminated(isolated_home, monkeypatch,
     meta = json.loads(path.with_suffix(".meta.json").read_text(encoding="utf-8"))
     assert meta["near_duplicates"] == 1 and meta["contaminated"] == 1
     # demo:<set> resolves to the cached file without rebuilding.
-    monkeypatch.setattr(align_data, "scored_benchmark_index", None)  # would fail if rebuilt
+    monkeypatch.setattr(demo_sets, "scored_benchmark_index", None)  # would fail if rebuilt
     src = load_source(PreferenceSource(path="demo:sciq"))
     assert len(src) == 2 and src.conversational and src.location == str(path)
 
@@ -209,7 +202,7 @@ def test_demo_sets_need_the_offline_datasets(isolated_home, monkeypatch):
 
 def test_demo_sets_never_read_scored_benchmarks():
     scored = ("ai2_arc", "hellaswag", "mmlu")
-    for spec in align_data.DEMO_SETS.values():
+    for spec in demo_sets.DEMO_SETS.values():
         assert not any(s in spec.dataset_dir for s in scored)
 
 
@@ -230,17 +223,17 @@ def test_completion_logps_equal_per_row_scoring_and_skip_prompt_logits(tiny_mode
     hook = model.get_output_embeddings().register_forward_hook(
         lambda module, args, output: head_positions.append(args[0].shape[1])
     )
-    got = align_data.completion_logps(model, tok, rows, "chosen", batch_size=4)
+    got = logps.completion_logps(model, tok, rows, "chosen", batch_size=4)
     hook.remove()
 
     expected = []
     for row in rows:
-        prompt, completion = align_data.tokenize_pair(tok, row["prompt"], row["chosen"])
+        prompt, completion = logps.tokenize_pair(tok, row["prompt"], row["chosen"])
         ids = torch.tensor([prompt + completion])
         with torch.no_grad():
             logp = torch.log_softmax(model(input_ids=ids).logits[0, :-1].float(), dim=-1)
         picked = logp.gather(-1, ids[0, 1:].unsqueeze(-1)).squeeze(-1)
         expected.append(float(picked[len(prompt) - 1 :].sum()))
     assert got == pytest.approx(expected, abs=1e-4)
-    longest_completion = max(len(align_data.tokenize_pair(tok, r["prompt"], r["chosen"])[1]) for r in rows)
+    longest_completion = max(len(logps.tokenize_pair(tok, r["prompt"], r["chosen"])[1]) for r in rows)
     assert head_positions == [longest_completion + 1]

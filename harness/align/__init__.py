@@ -5,6 +5,8 @@
 * :mod:`harness.align.methods`: the registered methods, one module each;
 * :mod:`harness.align.onpolicy`: :func:`on_policy_pairs`, the seed recipe's on-policy
   ``rejected`` (the starting model's own answers, cached);
+* :mod:`harness.align.demo_sets`: the seed recipe's ``demo:<set>`` pairs (with
+  :mod:`harness.align.dedupe` and :mod:`harness.align.logps`);
 * :mod:`harness.align.data`: TRL-format preference data (JSONL / parquet / hub / ``demo:<set>``),
   column checks, the seed recipe ``pairs_from_qa`` with near-duplicate removal;
 * :mod:`harness.align.trainer`: :func:`align_model` / :func:`apply_alignment` (one TRL
@@ -22,7 +24,8 @@ from harness.align.config import AlignConfig, IA3Spec, LoraSpec, PreferenceSourc
 from harness.errors import AlignmentError
 
 if TYPE_CHECKING:
-    from harness.align.data import check_align, pairs_from_qa, prepare_demo_preference_sets
+    from harness.align.data import check_align
+    from harness.align.demo_sets import pairs_from_qa, prepare_demo_preference_sets
     from harness.align.donors import prepare_demo_donors
     from harness.align.onpolicy import on_policy_pairs
     from harness.align.trainer import AlignResult, align_model, apply_alignment
@@ -32,8 +35,8 @@ _LAZY = {
     "align_model": "harness.align.trainer",
     "apply_alignment": "harness.align.trainer",
     "check_align": "harness.align.data",
-    "pairs_from_qa": "harness.align.data",
-    "prepare_demo_preference_sets": "harness.align.data",
+    "pairs_from_qa": "harness.align.demo_sets",
+    "prepare_demo_preference_sets": "harness.align.demo_sets",
     "prepare_demo_donors": "harness.align.donors",
     "on_policy_pairs": "harness.align.onpolicy",
 }

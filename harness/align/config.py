@@ -53,7 +53,7 @@ class PreferenceSource(BaseModel):
 
     path: str = Field(
         description="A local .jsonl/.json/.parquet file, a save_to_disk folder, "
-        "demo:<set> (offline sets built from labelled QA data, see harness.align.data), "
+        "demo:<set> (offline sets built from labelled QA data, see harness.align.demo_sets), "
         "or a hub dataset id (must be in the local HF cache when offline)."
     )
     name: str | None = Field(

@@ -75,7 +75,7 @@ def prepare_demo_donors(
     Prepares the demo assets and preference sets first if needed. ``device`` defaults to CUDA
     when available. Raises HarnessError for unknown names or missing assets.
     """
-    from harness.align.data import prepare_demo_preference_sets
+    from harness.align.demo_sets import prepare_demo_preference_sets
     from harness.assets import demo_model_dir, prepare_assets
     from harness.errors import HarnessError
     from harness.paths import harness_home

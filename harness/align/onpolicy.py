@@ -226,7 +226,7 @@ def on_policy_pairs(
 def _prompt_ids(tokenizer: Any, row: dict[str, Any], index: int) -> list[int]:
     """The prompt as the model will see it: chat-rendered (conversational) or as TRL's DPO
     tokenizes a standard prompt (``tokenizer(prompt)``, special tokens included)."""
-    from harness.align.data import _chat_ids
+    from harness.align.logps import chat_ids
 
     where = f"on-policy pairs: row {index + 1}"
     if not isinstance(row, dict) or "chosen" not in row:
@@ -248,7 +248,7 @@ def _prompt_ids(tokenizer: Any, row: dict[str, Any], index: int) -> list[int]:
         return ids
     if _is_messages(prompt) and _is_messages(chosen):
         try:
-            return _chat_ids(tokenizer, [{"role": m["role"], "content": m["content"]} for m in prompt], True)
+            return chat_ids(tokenizer, [{"role": m["role"], "content": m["content"]} for m in prompt], True)
         except ValueError as err:
             raise HarnessError(f"{where}: {err}", "use a tokenizer with a chat template") from None
     raise HarnessError(

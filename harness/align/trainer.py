@@ -30,7 +30,8 @@ from typing import TYPE_CHECKING, Any
 from transformers import PrinterCallback, TrainerCallback
 
 from harness.align.config import DEFAULT_MAX_NEW_TOKENS, AlignConfig, PreferenceSource
-from harness.align.data import LoadedSource, checked_sources, reward_accuracy
+from harness.align.data import LoadedSource, checked_sources
+from harness.align.logps import reward_accuracy
 from harness.align.methods import AlignMethod
 from harness.align.onpolicy import GenerationCache, on_policy_pairs
 from harness.align.trl_compat import (
