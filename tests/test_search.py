@@ -273,6 +273,7 @@ def test_what_outlives_a_trial_is_frozen_and_no_model_with_it(tmp_path, tiny_mod
     freeze, each model and tokenizer built or loaded so far must already be gone. After the
     run nothing stays frozen."""
     import harness.merge.loading as loading
+    import harness.search.confirm as confirm_module
     import harness.search.runner as runner_module
     from harness.search.runner import SearchRunner as Runner
 
@@ -298,7 +299,8 @@ def test_what_outlives_a_trial_is_frozen_and_no_model_with_it(tmp_path, tiny_mod
 
     monkeypatch.setattr(Runner, "_build", watched_build)
     monkeypatch.setattr(loading, "load_pretrained", watched_load)
-    monkeypatch.setattr(runner_module, "freeze_survivors", checked_freeze)
+    monkeypatch.setattr(runner_module, "freeze_survivors", checked_freeze)  # after each trial
+    monkeypatch.setattr(confirm_module, "freeze_survivors", checked_freeze)  # after each confirmation
     space = write_space(tmp_path, tiny_models, data)
     _, outcome = run(space, tmp_path, 3)
     assert outcome.ran == 3

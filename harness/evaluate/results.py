@@ -77,6 +77,11 @@ class EvalResult:
     # "stock: <why>" (lm-eval's own HFLM: slower, same numbers); None when nothing ran.
     scoring_path: str | None = None
 
+    @property
+    def questions(self) -> int:
+        """How many questions were scored (question-evaluations, whatever the metrics)."""
+        return len({(s.task, s.doc_id) for s in self.samples})
+
 
 def mix_compositions(weights: dict[str, float], parts: dict[str, Composition]) -> Composition | None:
     """The composition of a weighted mean of headline numbers (an objective, an average)."""

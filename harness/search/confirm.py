@@ -26,10 +26,22 @@ import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from rich.markup import escape
+
+from harness.memory import freeze_survivors
 from harness.record import TrialRecord
 from harness.search.workers import is_alive, is_local, worker_identity
+from harness.stages import stage
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from harness.pipeline import Scorer
+    from harness.placement import Placement
+    from harness.search.runner import SearchOutcome
+    from harness.search.space import SearchSpace
 
 RECORD_FILE = "harness_kept.json"
 WRITER_FILE = "harness_writer.json"  # in a half-written entry: whose it is
@@ -143,3 +155,143 @@ def _recipe_of(record: TrialRecord) -> tuple[Any, Any]:
     recipe = recipe_from_dict(yaml.safe_load(record.recipe_yaml), where)
     merge_only = recipe.model_copy(update={"align": None})
     return recipe, resolve_recipe(merge_only, where).merge_config
+
+
+class Confirmation:
+    """The runner's side of confirmation (a mixin of
+    :class:`~harness.search.runner.SearchRunner`): which finished trials are in the top K,
+    keeping their weights, and scoring them on the held-out questions."""
+
+    space: SearchSpace
+    scorer: Scorer
+    study: Any
+    study_name: str
+    search_part: str
+    confirm_top: int
+    selection: Any
+    kept: KeptModels
+    placement: Placement
+    console: Console
+
+    if TYPE_CHECKING:
+
+        def _warn(self, message: str) -> None: ...
+
+        def _build(self, recipe: Any, record: TrialRecord) -> Any: ...
+
+    def _weights_to_confirm(self, recipe: Any, record: TrialRecord, source: dict[str, Any]) -> Any:
+        """A reused trial in the study's top K whose source is another study's unconfirmed
+        trial (outside that study's top K, say) has no held-out score and no weights: build it
+        again for its confirmation, or it would be a top-K trial the leaderboard never ranks.
+        Its search scores stay reused. A source in this study is in the top K too (an earlier
+        trial with the same score) and is confirmed itself: the recipe is confirmed once.
+        None when no build is needed, or when it fails (warned: the trial stands, unconfirmed)."""
+        if record.heldout_objective is not None or not self._in_top(record.objective):
+            return None
+        if source.get("study") == self.study_name:
+            return None
+        try:
+            return self._build(recipe, record)
+        except Exception as err:  # noqa: BLE001  (recorded already; only the confirmation is lost)
+            self._warn(f"{record.name}: cannot be built again for its held-out confirmation: {err}")
+            return None
+
+    def _keep(self, record: TrialRecord, built: Any) -> bool:
+        """Keep a top-K trial's weights for the end of the run; False (confirm it now) when
+        they cannot be written: a full disk costs time, never the confirmation."""
+        try:
+            with stage("keep weights") as kept:
+                self.kept.keep(record, built.model, built.tokenizer)
+                kept(built.model)
+        except OSError as err:
+            self._warn(
+                f"cannot keep {record.name}'s weights in {self.kept.folder} ({err}); "
+                "confirming it on the held-out questions now"
+            )
+            return False
+        return True
+
+    def _drop_fallen(self) -> list[KeptTrial]:
+        """Remove the kept trials that are no longer in the top K (they will not be confirmed);
+        return the rest."""
+        completed = self._completed_objectives()
+        staying = []
+        for entry in self.kept.entries():
+            if self._in_top(entry.record.objective, completed):
+                staying.append(entry)
+            else:
+                self.kept.drop(entry.path)
+        return staying
+
+    def confirm_kept(self, outcome: SearchOutcome | None = None) -> None:
+        """Score the kept trials still in the top K on the held-out questions; drop the rest.
+        An entry is removed once its confirmation is recorded; Ctrl-C or a failed scoring
+        leaves it for the next run."""
+        from harness.merge.loading import load_pretrained
+
+        entries = sorted(self._drop_fallen(), key=lambda e: -(e.record.objective or 0.0))
+        for i, entry in enumerate(entries, 1):
+            record = entry.record
+            self.console.print(
+                f"confirming {escape(record.name)} on the held-out questions ({i} of {len(entries)})"
+            )
+            try:
+                with stage("load kept") as loaded:
+                    model, tokenizer, _ = load_pretrained(
+                        str(entry.path),
+                        device=self.placement.device,
+                        dtype=record.dtype or self.placement.dtype,
+                    )
+                    loaded(model)
+            except Exception as err:  # noqa: BLE001  (damaged files: the search scores stand)
+                self._warn(f"{record.name}: kept weights cannot be loaded, not confirmed: {err}")
+                self.kept.drop(entry.path)
+                continue
+            try:
+                if self._confirm(record, model, tokenizer, outcome):
+                    self.kept.drop(entry.path)
+            finally:
+                del model, tokenizer  # both sit in reference cycles: gone before the freeze
+                freeze_survivors()
+
+    def _confirm(
+        self, record: TrialRecord, model: Any, tokenizer: Any, outcome: SearchOutcome | None
+    ) -> bool:
+        """Score a trial on the held-out questions; a failure is reported and the study goes on."""
+        try:
+            heldout = self._score_heldout(record, model, tokenizer)
+        except Exception as err:  # noqa: BLE001
+            self._warn(f"{record.name}: held-out confirmation failed: {type(err).__name__}: {err}")
+            return False
+        if outcome is not None:
+            outcome.confirmed += 1
+            outcome.questions += heldout.questions
+        return True
+
+    def _score_heldout(self, record: TrialRecord, model: Any, tokenizer: Any) -> Any:
+        """Score on the held-out questions and add them to the row (its leaderboard numbers)."""
+        result = self.scorer.measure(model, tokenizer, "heldout")
+        values = self.space.objective.values(result.summary)
+        if values is not None:
+            record.heldout_objective = sum(values) / len(values)
+            record.heldout_objective_stderr = self.space.objective.stderr(result.summary_stderr)
+        record.eval_seconds = (record.eval_seconds or 0.0) + result.seconds
+        self.scorer.record(record, result)
+        return result
+
+    def _completed_objectives(self) -> list[float]:
+        """The search objective of every completed trial of the study (any worker's)."""
+        from optuna.trial import TrialState
+
+        done = self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        return [sum(t.values) / len(t.values) for t in done if t.values]
+
+    def _in_top(self, objective: float | None, completed: list[float] | None = None) -> bool:
+        """Whether a finished trial with this search objective is among the best
+        ``confirm_top`` so far (``completed``: the study's objectives, read once by a caller
+        that asks for several trials). Every trial of the final top K was in the top K when it
+        finished, so keeping (or confirming) those misses none of them."""
+        if self.search_part != "search" or self.confirm_top == 0 or objective is None:
+            return False
+        completed = self._completed_objectives() if completed is None else completed
+        return sum(v > objective for v in completed) < self.confirm_top

@@ -34,8 +34,9 @@ from harness.memory import freeze_survivors, survivors_frozen
 from harness.pipeline import Scorer, Scoring
 from harness.placement import Placement
 from harness.record import Leaderboard, RecordLog, TrialRecord, is_log_url
-from harness.search.confirm import KeptModels, KeptTrial
-from harness.search.optuna_compat import heartbeat, quiet_experimental, storage_trial_id
+from harness.search.confirm import Confirmation, KeptModels
+from harness.search.faults import INTERRUPTED, LEADERBOARD_ID, WORKER, TrialFaults
+from harness.search.optuna_compat import heartbeat, quiet_experimental
 from harness.search.space import SearchSpace
 from harness.search.study import (
     DEFAULT_HEARTBEAT,
@@ -48,15 +49,12 @@ from harness.search.study import (
     open_storage,
     question_values,
 )
-from harness.search.workers import is_alive, is_local, recipe_claim, worker_identity
+from harness.search.workers import recipe_claim, worker_identity
 from harness.stages import stage
 
 if TYPE_CHECKING:
     from harness.evaluate.answers import RequestCache
 
-INTERRUPTED = "interrupted"
-WORKER = "worker"  # user attr: host, pid and start time of the process running the trial
-LEADERBOARD_ID = "leaderboard_id"  # user attr: the trial's row id, fixed when it starts
 SPLIT_RULE = "split_rule"  # study user attr: how its questions are divided (fixed at creation)
 
 
@@ -102,7 +100,7 @@ def donor_headroom(space: SearchSpace) -> float:
     return 3.0 if all(t.get("lora") is not None for t in templates) else 6.0
 
 
-class SearchRunner:
+class SearchRunner(TrialFaults, Confirmation):
     def __init__(self, space: SearchSpace, options: SearchOptions, console: Console | None = None):
         if options.budget <= 0:
             raise HarnessError(
@@ -261,92 +259,6 @@ class SearchRunner:
             if t.state in states and not t.user_attrs.get(INTERRUPTED) and t.number not in retried
         ]
 
-    def fail_stale_trials(self) -> None:
-        """Fail (and re-queue) RDB-storage trials whose worker stopped beating (any host)."""
-        from optuna.storages import fail_stale_trials
-
-        with quiet_experimental():
-            fail_stale_trials(self.study)
-
-    def _record_stale(self, frozen: Any) -> bool:
-        """A trial whose worker stopped beating was failed: mark its row interrupted, unless
-        the worker recorded its result before it died (then the result stands and the trial is
-        not run again). Returns whether to re-queue its parameters."""
-        row_id = frozen.user_attrs.get(LEADERBOARD_ID)
-        try:
-            row = self.board.trial(row_id) if row_id else None
-        except StoreUnavailable:
-            row = None
-        if row is not None and row["status"] in ("ok", "pruned"):
-            self._warn(f"trial {frozen.number}: its worker stopped after recording it; its row stands")
-            return False
-        self._record_interrupted(
-            frozen, "stopped beating during this trial (killed or lost); its parameters are queued again"
-        )
-        self._warn(f"trial {frozen.number} was left RUNNING by a worker that stopped beating: re-queued")
-        return True
-
-    def _record_interrupted(self, frozen: Any, what: str) -> None:
-        """The leaderboard row of a trial whose worker is gone: interrupted, with who and why."""
-        worker = frozen.user_attrs.get(WORKER) or {}
-        record = TrialRecord(
-            name=f"{self.study_name}#{frozen.number}",
-            source="search",
-            status=INTERRUPTED,
-            error=f"worker pid {worker.get('pid')} on {worker.get('host')} {what}",
-            study=self.study_name,
-            trial_number=frozen.number,
-            params=dict(frozen.params),
-        )
-        row_id = frozen.user_attrs.get(LEADERBOARD_ID)
-        if row_id:
-            record.id = row_id
-        self.scorer.record(record)
-
-    def close_dead_trials(self) -> int:
-        """Close RUNNING trials whose worker process on this host is gone (``kill -9``, OOM).
-
-        A trial that was already recorded before its worker died is told its recorded score
-        (nothing completed is lost); otherwise it is recorded as interrupted on both sides, does
-        not count towards the budget, and its parameters are queued again (the same rule as a
-        heartbeat-stale trial on an RDB storage). Returns how many were closed.
-        """
-        import optuna
-        from optuna.trial import TrialState
-
-        closed = 0
-        for frozen in self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-            worker = frozen.user_attrs.get(WORKER)
-            if not isinstance(worker, dict) or not is_local(worker) or is_alive(worker):
-                continue  # another host's trials need a heartbeat (RDB storage), not a pid check
-            row_id = frozen.user_attrs.get(LEADERBOARD_ID)
-            row = self.board.trial(row_id) if row_id else None
-            values = None
-            if row is not None and row["status"] == "ok":
-                values = self.space.objective.values(
-                    self.board.suite_summary(row_id, partition=self.search_part)
-                )
-            try:
-                if values is None:
-                    self.storage.set_trial_user_attr(storage_trial_id(frozen), INTERRUPTED, True)
-                    self.study.tell(frozen.number, state=TrialState.FAIL)
-                else:
-                    self.study.tell(frozen.number, values)
-            except (RuntimeError, ValueError, optuna.exceptions.UpdateFinishedTrialError):
-                continue  # another process closed it first
-            closed += 1
-            if values is None:
-                self._record_interrupted(
-                    frozen, "died during this trial (killed?); its parameters are queued again"
-                )
-                with quiet_experimental():
-                    self.stale.retry(self.study, frozen)  # as a heartbeat-stale trial is
-            self._warn(
-                f"trial {frozen.number} was left RUNNING by dead worker pid {worker.get('pid')}: "
-                + ("closed with its recorded score" if values is not None else "marked interrupted")
-            )
-        return closed
-
     # -- the loop ------------------------------------------------------------------------
 
     def run(self) -> SearchOutcome:
@@ -454,17 +366,6 @@ class SearchRunner:
                 gc.collect()  # not frozen here: after a failure the model may still be referenced
             scored.append(record)
         return scored
-
-    def _score_heldout(self, record: TrialRecord, model: Any, tokenizer: Any) -> Any:
-        """Score on the held-out questions and add them to the row (its leaderboard numbers)."""
-        result = self.scorer.measure(model, tokenizer, "heldout")
-        values = self.space.objective.values(result.summary)
-        if values is not None:
-            record.heldout_objective = sum(values) / len(values)
-            record.heldout_objective_stderr = self.space.objective.stderr(result.summary_stderr)
-        record.eval_seconds = (record.eval_seconds or 0.0) + result.seconds
-        self.scorer.record(record, result)
-        return result
 
     def _build(self, recipe: Any, record: TrialRecord) -> Any:
         """Build a recipe against the resident donors; the record gets what the build reports."""
@@ -615,23 +516,6 @@ class SearchRunner:
         summary = self.board.suite_summary(source_id, partition=self.search_part)
         return self._finish(trial, record, summary, copy_from=source_id)
 
-    def _weights_to_confirm(self, recipe: Any, record: TrialRecord, source: dict[str, Any]) -> Any:
-        """A reused trial in the study's top K whose source is another study's unconfirmed
-        trial (outside that study's top K, say) has no held-out score and no weights: build it
-        again for its confirmation, or it would be a top-K trial the leaderboard never ranks.
-        Its search scores stay reused. A source in this study is in the top K too (an earlier
-        trial with the same score) and is confirmed itself: the recipe is confirmed once.
-        None when no build is needed, or when it fails (warned: the trial stands, unconfirmed)."""
-        if record.heldout_objective is not None or not self._in_top(record.objective):
-            return None
-        if source.get("study") == self.study_name:
-            return None
-        try:
-            return self._build(recipe, record)
-        except Exception as err:  # noqa: BLE001  (recorded already; only the confirmation is lost)
-            self._warn(f"{record.name}: cannot be built again for its held-out confirmation: {err}")
-            return None
-
     def _say_trial(self, number: int, record: TrialRecord, status: str) -> None:
         """One line per finished trial: what a log without a live progress bar (nightly CI, a
         worker's output file) shows while the search runs, and a scrollback on a terminal."""
@@ -645,78 +529,6 @@ class SearchRunner:
             + (f": {escape(record.error[:200])}" if status == "failed" and record.error else ""),
             soft_wrap=True,
         )
-
-    def _keep(self, record: TrialRecord, built: Any) -> bool:
-        """Keep a top-K trial's weights for the end of the run; False (confirm it now) when
-        they cannot be written: a full disk costs time, never the confirmation."""
-        try:
-            with stage("keep weights") as kept:
-                self.kept.keep(record, built.model, built.tokenizer)
-                kept(built.model)
-        except OSError as err:
-            self._warn(
-                f"cannot keep {record.name}'s weights in {self.kept.folder} ({err}); "
-                "confirming it on the held-out questions now"
-            )
-            return False
-        return True
-
-    def _drop_fallen(self) -> list[KeptTrial]:
-        """Remove the kept trials that are no longer in the top K (they will not be confirmed);
-        return the rest."""
-        completed = self._completed_objectives()
-        staying = []
-        for entry in self.kept.entries():
-            if self._in_top(entry.record.objective, completed):
-                staying.append(entry)
-            else:
-                self.kept.drop(entry.path)
-        return staying
-
-    def confirm_kept(self, outcome: SearchOutcome | None = None) -> None:
-        """Score the kept trials still in the top K on the held-out questions; drop the rest.
-        An entry is removed once its confirmation is recorded; Ctrl-C or a failed scoring
-        leaves it for the next run."""
-        from harness.merge.loading import load_pretrained
-
-        entries = sorted(self._drop_fallen(), key=lambda e: -(e.record.objective or 0.0))
-        for i, entry in enumerate(entries, 1):
-            record = entry.record
-            self.console.print(
-                f"confirming {escape(record.name)} on the held-out questions ({i} of {len(entries)})"
-            )
-            try:
-                with stage("load kept") as loaded:
-                    model, tokenizer, _ = load_pretrained(
-                        str(entry.path),
-                        device=self.placement.device,
-                        dtype=record.dtype or self.placement.dtype,
-                    )
-                    loaded(model)
-            except Exception as err:  # noqa: BLE001  (damaged files: the search scores stand)
-                self._warn(f"{record.name}: kept weights cannot be loaded, not confirmed: {err}")
-                self.kept.drop(entry.path)
-                continue
-            try:
-                if self._confirm(record, model, tokenizer, outcome):
-                    self.kept.drop(entry.path)
-            finally:
-                del model, tokenizer  # both sit in reference cycles: gone before the freeze
-                freeze_survivors()
-
-    def _confirm(
-        self, record: TrialRecord, model: Any, tokenizer: Any, outcome: SearchOutcome | None
-    ) -> bool:
-        """Score a trial on the held-out questions; a failure is reported and the study goes on."""
-        try:
-            heldout = self._score_heldout(record, model, tokenizer)
-        except Exception as err:  # noqa: BLE001
-            self._warn(f"{record.name}: held-out confirmation failed: {type(err).__name__}: {err}")
-            return False
-        if outcome is not None:
-            outcome.confirmed += 1
-            outcome.questions += _questions(heldout)
-        return True
 
     def _score_trial(
         self, trial: Any, record: TrialRecord, model: Any, tokenizer: Any, outcome: SearchOutcome | None
@@ -734,7 +546,7 @@ class SearchRunner:
             result = self.scorer.measure(model, tokenizer, self.search_part, count=count, cache=answers)
             record.eval_seconds = (record.eval_seconds or 0.0) + result.seconds  # every rung
             record.fidelity = count
-            questions = _questions(result)
+            questions = result.questions
             if outcome is not None:
                 outcome.questions += questions - scored
             scored = questions
@@ -773,23 +585,6 @@ class SearchRunner:
         """A question's id for the pruner: the same for every trial of the study."""
         leaves = self._leaf_index
         return leaves.setdefault(task, len(leaves)) * 10_000_000 + doc_id
-
-    def _completed_objectives(self) -> list[float]:
-        """The search objective of every completed trial of the study (any worker's)."""
-        from optuna.trial import TrialState
-
-        done = self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-        return [sum(t.values) / len(t.values) for t in done if t.values]
-
-    def _in_top(self, objective: float | None, completed: list[float] | None = None) -> bool:
-        """Whether a finished trial with this search objective is among the best
-        ``confirm_top`` so far (``completed``: the study's objectives, read once by a caller
-        that asks for several trials). Every trial of the final top K was in the top K when it
-        finished, so keeping (or confirming) those misses none of them."""
-        if self.search_part != "search" or self.confirm_top == 0 or objective is None:
-            return False
-        completed = self._completed_objectives() if completed is None else completed
-        return sum(v > objective for v in completed) < self.confirm_top
 
     def _close(
         self,
@@ -877,8 +672,3 @@ class SearchRunner:
             return f"pareto front: {len(self.study.best_trials)} trials"
         best = max(done, key=lambda t: t.value)
         return escape(f"best {best.value:.4f} (#{best.number} {best.params.get('method')})")
-
-
-def _questions(result: Any) -> int:
-    """How many questions a result scored (question-evaluations, whatever the metrics)."""
-    return len({(x.task, x.doc_id) for x in result.samples})
