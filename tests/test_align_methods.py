@@ -16,7 +16,7 @@ from harness.align import AlignConfig, align_model, parameter_ranges
 from harness.align.methods import METHODS, AlignMethod, method_names
 from harness.errors import HarnessError
 from harness.recipe import recipe_from_dict
-from tests.test_align_trainer import FAST, TOY, _load, _same, _weights, _write
+from tests.test_align_trainer import FAST, TOY, _load, _same, _weights, _write, record_weights
 
 
 def test_every_registered_method_is_complete():
@@ -134,19 +134,7 @@ def test_ia3_trains_vectors_and_merges_them_back(tiny_models):
 
 
 def test_kto_on_the_sdpo_schedule_steps_from_the_previous_model(tiny_models, monkeypatch, tmp_path):
-    seen: list[dict[str, dict[str, torch.Tensor]]] = []
-
-    class Recording(trl.KTOTrainer):
-        def __init__(self, *args, **kwargs):
-            super().__init__(*args, **kwargs)
-            seen.append({"ref": _weights(self.ref_model), "start": _weights(self.model)})
-
-        def train(self, *args, **kwargs):
-            out = super().train(*args, **kwargs)
-            seen[-1]["end"] = _weights(self.model)
-            return out
-
-    monkeypatch.setattr(trl, "KTOTrainer", Recording)
+    seen = record_weights(monkeypatch, "KTOTrainer")
     rows = [json.loads(x) for x in Path(TOY).read_text().splitlines()]
     a, b = _write(tmp_path / "a.jsonl", rows[:8]), _write(tmp_path / "b.jsonl", rows[8:16])
     model, tok = _load(tiny_models["base"])

@@ -134,10 +134,12 @@ def test_reference_reload_is_refused(tiny_models):
         trl.trainer.dpo_trainer.create_model_from_path("/nonexistent")
 
 
-def test_sdpo_step_two_uses_step_one_output_as_reference(tiny_models, monkeypatch, tmp_path):
+def record_weights(monkeypatch, name: str) -> list[dict[str, dict[str, torch.Tensor]]]:
+    """Replace ``trl.<name>`` by a subclass that records, for each run, the reference's and the
+    policy's weights when it starts and when it ends."""
     seen: list[dict[str, dict[str, torch.Tensor]]] = []
 
-    class Recording(trl.DPOTrainer):
+    class Recording(getattr(trl, name)):
         def __init__(self, *args, **kwargs):
             super().__init__(*args, **kwargs)
             seen.append({"ref": _weights(self.ref_model), "start": _weights(self.model)})
@@ -148,7 +150,12 @@ def test_sdpo_step_two_uses_step_one_output_as_reference(tiny_models, monkeypatc
             seen[-1]["ref_end"] = _weights(self.ref_model)
             return out
 
-    monkeypatch.setattr(trl, "DPOTrainer", Recording)
+    monkeypatch.setattr(trl, name, Recording)
+    return seen
+
+
+def test_sdpo_step_two_uses_step_one_output_as_reference(tiny_models, monkeypatch, tmp_path):
+    seen = record_weights(monkeypatch, "DPOTrainer")
     model, tok = _load(tiny_models["base"])
     m0 = _weights(model)
     a = _write(tmp_path / "a.jsonl", [json.loads(x) for x in Path(TOY).read_text().split("\n")[:8]])
