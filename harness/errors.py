@@ -12,6 +12,21 @@ Anything else that escapes is a bug or a run-time failure (recorded as a failed
 trial by the search loop).
 """
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from pydantic import ValidationError
+
+
+def first_error(err: ValidationError) -> str:
+    """The first error of a pydantic ``ValidationError`` as ``loc: message`` (one line for a
+    HarnessError, or for a validator that re-raises a nested model's error)."""
+    first = err.errors()[0]
+    loc = ".".join(str(p) for p in first.get("loc", ()))
+    return f"{loc}: {first.get('msg')}" if loc else str(first.get("msg"))
+
 
 def _one_line(problem: str, fix: str | None) -> str:
     message = problem if fix is None else f"{problem}; {fix}"

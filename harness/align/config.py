@@ -35,6 +35,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from pydantic.fields import FieldInfo
 
 from harness.align.methods import METHODS, STEPWISE_DPO, AlignMethod, get_method, method_names
+from harness.errors import first_error
 
 SchedulerType = Literal[
     "linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup"
@@ -276,9 +277,7 @@ class AlignConfig(BaseModel):
         try:
             options = options_model.model_validate(own)
         except ValidationError as err:
-            first = err.errors()[0]
-            loc = ".".join(str(p) for p in first.get("loc", ()))
-            raise ValueError(f"{loc}: {first.get('msg')}") from None
+            raise ValueError(first_error(err)) from None
         return {**data, **options.model_dump()}
 
     @model_validator(mode="after")

@@ -106,11 +106,11 @@ def check_preference_columns(dataset: Dataset, label: str, *, on_policy: bool = 
     if len(dataset) == 0:
         raise HarnessError(f"{label}: the preference set is empty", "give at least one pair")
     first = dataset[0]
-    conversational = _is_messages(first["chosen"])
+    conversational = is_messages(first["chosen"])
     checked = ("chosen",) if on_policy else ("chosen", "rejected")
     for column in checked + (("prompt",) if "prompt" in columns else ()):
         value = first[column]
-        if conversational and not _is_messages(value):
+        if conversational and not is_messages(value):
             raise HarnessError(
                 f"{label}: column {column!r} is not a list of {{role, content}} messages while 'chosen' is",
                 "use one format for all columns (standard strings or conversational messages)",
@@ -129,7 +129,8 @@ def check_preference_columns(dataset: Dataset, label: str, *, on_policy: bool = 
     return conversational
 
 
-def _is_messages(value: Any) -> bool:
+def is_messages(value: Any) -> bool:
+    """A conversational value: a non-empty list of {role, content} messages."""
     return (
         isinstance(value, list)
         and bool(value)

@@ -226,6 +226,7 @@ def on_policy_pairs(
 def _prompt_ids(tokenizer: Any, row: dict[str, Any], index: int) -> list[int]:
     """The prompt as the model will see it: chat-rendered (conversational) or as TRL's DPO
     tokenizes a standard prompt (``tokenizer(prompt)``, special tokens included)."""
+    from harness.align.data import is_messages
     from harness.align.logps import chat_ids
 
     where = f"on-policy pairs: row {index + 1}"
@@ -246,7 +247,7 @@ def _prompt_ids(tokenizer: Any, row: dict[str, Any], index: int) -> list[int]:
         if not ids:
             raise HarnessError(f"{where}: the prompt is empty", "give every row a non-empty prompt")
         return ids
-    if _is_messages(prompt) and _is_messages(chosen):
+    if is_messages(prompt) and is_messages(chosen):
         try:
             return chat_ids(tokenizer, [{"role": m["role"], "content": m["content"]} for m in prompt], True)
         except ValueError as err:
@@ -255,14 +256,6 @@ def _prompt_ids(tokenizer: Any, row: dict[str, Any], index: int) -> list[int]:
         f"{where}: prompt and chosen must both be strings or both be lists of {{role, content}} "
         f"messages (got {type(prompt).__name__} and {type(chosen).__name__})",
         "use one TRL preference format for the whole row",
-    )
-
-
-def _is_messages(value: Any) -> bool:
-    return (
-        isinstance(value, list)
-        and bool(value)
-        and all(isinstance(m, dict) and "role" in m and "content" in m for m in value)
     )
 
 

@@ -34,6 +34,7 @@ from harness.assets.registry import (
     demo_datasets_dir,
     demo_model_dir,
     demo_models,
+    is_hub_id,
     known_demo_models,
     read_manifest,
     resolve_model,
@@ -60,5 +61,6 @@ __all__ = [
     "known_demo_models",
     "prepare_assets",
     "read_manifest",
+    "is_hub_id",
     "resolve_model",
 ]

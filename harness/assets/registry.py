@@ -99,6 +99,18 @@ def _looks_like_path(ref: str) -> bool:
     )
 
 
+def is_hub_id(ref: str) -> bool:
+    """Whether :func:`resolve_model` takes ``ref`` for a hub id: not ``demo:``, not an existing
+    path, not shaped like one."""
+    ref = ref.strip()
+    return (
+        bool(ref)
+        and not ref.startswith(DEMO_PREFIX)
+        and not _looks_like_path(ref)
+        and not Path(ref).expanduser().exists()
+    )
+
+
 def resolve_model(ref: str) -> str:
     """``demo:<name>`` -> its local folder; an existing path -> absolute path; else a hub id."""
     ref = ref.strip()
@@ -114,7 +126,6 @@ def resolve_model(ref: str) -> str:
                 f"demo model {name!r} is not prepared yet (looked in {models_dir()})",
                 "run `harness assets` once to fetch and convert it",
             )
-
         if name in DEMO_DONORS:
             raise HarnessError(
                 f"demo model {ref!r} is not built yet (a DPO-trained demo donor, looked in {models_dir()})",

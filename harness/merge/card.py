@@ -21,7 +21,6 @@ upload it.
 from __future__ import annotations
 
 import json
-import os
 import re
 import shlex
 from pathlib import Path
@@ -29,6 +28,7 @@ from typing import Any
 
 import yaml
 
+from harness.assets.registry import is_hub_id
 from harness.recipe import Recipe
 
 # What the board's partitions are called in a metric's name.
@@ -78,22 +78,10 @@ def write_card(
 # --- front matter ------------------------------------------------------------------------
 
 
-def _is_hub_id(ref: str) -> bool:
-    """``name`` or ``owner/name`` that is not a file here (the rule of
-    :func:`harness.assets.resolve_model`, and mergekit's card without asking the hub)."""
-    return (
-        bool(ref)
-        and not ref.startswith(("/", "~", ".", "demo:"))
-        and "\\" not in ref
-        and ref.count("/") <= 1
-        and not os.path.exists(ref)
-    )
-
-
 def _is_hub_dataset(ref: str) -> bool:
     from harness.align.data import LOCAL_SUFFIXES
 
-    return _is_hub_id(ref) and not ref.lower().endswith(LOCAL_SUFFIXES)
+    return is_hub_id(ref) and not ref.lower().endswith(LOCAL_SUFFIXES)
 
 
 def _hub_models(merge_config: Any) -> list[str]:
@@ -101,7 +89,7 @@ def _hub_models(merge_config: Any) -> list[str]:
     out: list[str] = []
     for ref in merge_config.referenced_models():
         for path in (ref.model.path, ref.lora.path if ref.lora else None):
-            if path and _is_hub_id(path) and path not in out:
+            if path and is_hub_id(path) and path not in out:
                 out.append(path)
     return out
 
@@ -216,7 +204,7 @@ def _inputs(recipe: Recipe, merge_config: Any) -> str:
         written.append(tok)
     lines = []
     for ref in written:
-        if _is_hub_id(ref):
+        if is_hub_id(ref):
             lines.append(f"- [{ref}](https://huggingface.co/{ref})")
         elif ref.startswith("demo:"):
             lines.append(f"- `{ref}`: the harness's offline demo model (a local conversion, not a hub id)")

@@ -16,7 +16,7 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from harness.errors import HarnessError
+from harness.errors import HarnessError, first_error
 from harness.recipe.schema import Recipe
 
 # Range of each merge parameter mergekit accepts as a number. mergekit itself only
@@ -155,13 +155,6 @@ def _read_source(source: str | Path) -> tuple[str, str]:
             raise HarnessError(f"recipe path is a directory: {path}", "pass a YAML file")
         return path.read_text(encoding="utf-8"), str(path)
     return str(source), "recipe"
-
-
-def first_error(err: ValidationError) -> str:
-    """The first pydantic error as ``loc: message`` (one line for HarnessError)."""
-    first = err.errors()[0]
-    loc = ".".join(str(p) for p in first.get("loc", ()))
-    return f"{loc}: {first.get('msg')}" if loc else str(first.get("msg"))
 
 
 def _model_references(merge: dict[str, Any]) -> Iterator[str]:

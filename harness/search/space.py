@@ -33,11 +33,11 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from harness.align.config import parameter_ranges
-from harness.errors import HarnessError
+from harness.errors import HarnessError, first_error
 from harness.evaluate.questions import SplitRule
 from harness.evaluate.suites import Part, Suite, SuiteRef, Total
 from harness.recipe import PARAMETER_RANGES, Recipe, recipe_from_dict, resolve_recipe
-from harness.recipe.validate import first_error, parse_yaml
+from harness.recipe.validate import parse_yaml
 from harness.search.distributions import (
     EndValues,
     check_distribution,
