@@ -212,3 +212,34 @@ def test_an_on_policy_build_answers_once_and_a_second_build_generates_nothing(
     again = align_model(model, tokenizer, config).steps[0]["metrics"]["on_policy"]["toy_standard"]
     assert again["generated"] == 0 and again["cached"] == 4
     assert trained_on[1] == trained_on[0]
+
+
+def test_each_model_is_fingerprinted_once_per_build(tiny_models, isolated_home, monkeypatch, tmp_path):
+    """sDPO over two on-policy sources ordered by reward accuracy: M0's fingerprint (a pass over
+    every weight) serves both sources' ordering and step 1; M1 gets one for step 2."""
+    import harness.align.trainer as trainer
+    from harness.align import AlignConfig, align_model
+    from tests.test_align_trainer import FAST, TOY, _write
+    from tests.test_align_trainer import _load as load_merged
+
+    rows = [json.loads(x) for x in Path(TOY).read_text().splitlines()]
+    a, b = _write(tmp_path / "a.jsonl", rows[:8]), _write(tmp_path / "b.jsonl", rows[8:16])
+    passes: list[int] = []
+
+    def counted(model: Any) -> str:
+        passes.append(id(model))
+        return model_fingerprint(model)
+
+    monkeypatch.setattr(trainer, "model_fingerprint", counted)
+    config = AlignConfig(
+        method="sdpo",
+        data=[{"path": p, "rejected": "on_policy", "max_new_tokens": 4} for p in (a, b)],
+        partition="reward_accuracy",
+        difficulty_sample=4,
+        max_steps=1,
+        **FAST,
+    )
+    model, tokenizer = load_merged(tiny_models["base"])
+    result = align_model(model, tokenizer, config)
+    assert [s["step"] for s in result.steps] == [1, 2]
+    assert len(passes) == 2, passes

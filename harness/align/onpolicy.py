@@ -163,6 +163,7 @@ def on_policy_pairs(
     batch_size: int = 16,
     device: str | None = None,
     cache: GenerationCache | None = None,
+    model_key: str | None = None,
 ) -> tuple[list[dict[str, Any]], OnPolicyStats]:
     """Preference pairs (label = ``chosen``, the model's greedy answer = ``rejected``).
 
@@ -176,7 +177,8 @@ def on_policy_pairs(
     The model is used where it is (``device`` only overrides where the inputs go), in eval
     mode under ``torch.inference_mode`` (its training flag is restored after); the tokenizer
     is not changed. With ``cache``, answers already known for these weights and settings are
-    reused and the new ones stored.
+    reused and the new ones stored; ``model_key`` is the weights' :func:`model_fingerprint`
+    when the caller has it (one pass over the weights per model, not per call).
     """
     started = time.perf_counter()
     stats = OnPolicyStats(rows=len(rows))
@@ -186,12 +188,12 @@ def on_policy_pairs(
     stats.prompts = len(unique)
 
     answers: dict[str, str] = {}
-    model_key = settings_key = ""
+    settings_key = ""
     settings: dict[str, Any] = {}
     if cache is not None and unique:
         settings = _settings(model, tokenizer, max_new_tokens)
         settings_key = _hash_json(settings)
-        model_key = model_fingerprint(model)
+        model_key = model_key or model_fingerprint(model)
         known = cache.load(model_key, settings_key)
         answers = {k: known[k] for k in unique if k in known}
     stats.cached = len(answers)
@@ -201,6 +203,7 @@ def on_policy_pairs(
         stats.generated = len(fresh)
         answers.update(fresh)
         if cache is not None:
+            assert model_key is not None  # set above with the cache
             cache.store(model_key, settings_key, settings, fresh)
 
     pairs: list[dict[str, Any]] = []

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import functools
 import gc
 import math
 import random
@@ -33,7 +34,7 @@ from harness.align.config import DEFAULT_MAX_NEW_TOKENS, AlignConfig, Preference
 from harness.align.data import LoadedSource, checked_sources
 from harness.align.logps import reward_accuracy
 from harness.align.methods import AlignMethod
-from harness.align.onpolicy import GenerationCache, on_policy_pairs
+from harness.align.onpolicy import GenerationCache, model_fingerprint, on_policy_pairs
 from harness.align.trl_compat import (
     checkpointing_rename_quiet,
     labelled_positions_only,
@@ -109,13 +110,22 @@ def align_model(
     if sources is None:
         sources = checked_sources(config, "align")
     _check_tokenizer(tokenizer, sources)
-    # Answers of the same weights to the same prompts are made once (harness.align.onpolicy).
+    # Answers of the same weights to the same prompts are made once (harness.align.onpolicy),
+    # keyed by the weights' fingerprint: M0's is taken at most once, for the ordering and step 1.
     generations = GenerationCache() if any(s.on_policy for s in sources) else None
+    fingerprint = fingerprint_once(model)
     difficulty: dict[str, float] = {}
     by_difficulty = config.stepwise and config.partition == "reward_accuracy"
     if by_difficulty and len(sources) > 1 and config.num_steps > 1:
         difficulty = source_difficulty(
-            model, tokenizer, sources, config, seed=seed, device=device, generations=generations
+            model,
+            tokenizer,
+            sources,
+            config,
+            seed=seed,
+            device=device,
+            generations=generations,
+            fingerprint=fingerprint,
         )
     chunks = partition(sources, config, seed=seed, difficulty=difficulty)
     shared = {
@@ -129,7 +139,7 @@ def align_model(
         answered = None
         if generations is not None:  # the step's own starting model answers: M(t-1)
             chunk, answered = with_on_policy_answers(
-                current, tokenizer, chunk, config, generations, seed=seed + t - 1
+                current, tokenizer, chunk, config, generations, seed=seed + t - 1, fingerprint=fingerprint
             )
         current, record = train_step(
             current,
@@ -142,6 +152,7 @@ def align_model(
             output_dir=output_dir,
             on_progress=on_progress,
         )
+        fingerprint = fingerprint_once(current)  # M(t), the next step's start (taken if asked)
         record["metrics"].update(shared)
         if answered:
             record["metrics"]["on_policy"] = answered
@@ -193,12 +204,14 @@ def source_difficulty(
     seed: int = 0,
     device: str | None = None,
     generations: GenerationCache | None = None,
+    fingerprint: Callable[[], str] | None = None,
 ) -> dict[str, float]:
     """Reward accuracy of the starting model on (a sample of) each source: higher = easier.
 
     An on-policy source is judged on the starting model's own answers to a seeded sample of
     its prompts (cached: step 1 reuses them); a source whose sampled answers all equal the
-    label is as easy as it gets (1.0)."""
+    label is as easy as it gets (1.0). ``fingerprint``: the model's, computed once (see
+    :func:`fingerprint_once`)."""
     from datasets import Dataset
 
     target = pick_device(device)
@@ -214,8 +227,14 @@ def source_difficulty(
                 rows = normalized_rows(s)
                 if len(rows) > config.difficulty_sample:
                     rows = random.Random(seed).sample(rows, config.difficulty_sample)
+                fingerprint = fingerprint or fingerprint_once(model)
                 pairs, _ = on_policy_pairs(
-                    model, tokenizer, rows, max_new_tokens=_max_new_tokens(config, s.name), cache=generations
+                    model,
+                    tokenizer,
+                    rows,
+                    max_new_tokens=_max_new_tokens(config, s.name),
+                    cache=generations,
+                    model_key=fingerprint(),
                 )
                 if not pairs:
                     accuracy[s.name] = 1.0
@@ -242,6 +261,7 @@ def with_on_policy_answers(
     config: AlignConfig,
     generations: GenerationCache,
     seed: int = 0,
+    fingerprint: Callable[[], str] | None = None,
 ) -> tuple[Chunk, dict[str, Any]]:
     """The chunk with each on-policy source's ``rejected`` made by ``model`` (the step's
     starting model), answers equal to the label dropped, the other rows as they are; and what
@@ -249,7 +269,8 @@ def with_on_policy_answers(
 
     With ``max_steps``, a step consumes at most max_steps x batch x accumulation pairs: only a
     seeded sample of that many rows is answered and trained on (answering all of SciQ for a
-    64-pair step would be 15x the generation, thrown away)."""
+    64-pair step would be 15x the generation, thrown away). ``fingerprint``: the model's,
+    computed once for every source (see :func:`fingerprint_once`)."""
     on_policy = {s.name for s in config.data if s.rejected == "on_policy"}
     if not on_policy & set(chunk.sources):
         return chunk, {}
@@ -265,8 +286,14 @@ def with_on_policy_answers(
             rows += [(i, name, row) for i, row in mine]
             continue
         tagged = [{**row, _ROW_INDEX: i} for i, row in mine]
+        fingerprint = fingerprint or fingerprint_once(model)
         pairs, stats = on_policy_pairs(
-            model, tokenizer, tagged, max_new_tokens=_max_new_tokens(config, name), cache=generations
+            model,
+            tokenizer,
+            tagged,
+            max_new_tokens=_max_new_tokens(config, name),
+            cache=generations,
+            model_key=fingerprint(),
         )
         rows += [(pair.pop(_ROW_INDEX), name, pair) for pair in pairs]
         made[name] = {**stats.as_record(), "sampled_from": sum(1 for s in chunk.row_sources if s == name)}
@@ -283,6 +310,13 @@ def with_on_policy_answers(
         row_sources=[name for _, name, _ in rows],
     )
     return kept, made
+
+
+def fingerprint_once(model: Any) -> Callable[[], str]:
+    """The model's :func:`~harness.align.onpolicy.model_fingerprint` (one pass over the weights),
+    computed on the first call only, and only if a caller asks: the ordering and step 1 share
+    M0's; a step without on-policy sources takes none. Valid while the weights do not change."""
+    return functools.cache(functools.partial(model_fingerprint, model))
 
 
 def _pairs_consumed(config: AlignConfig) -> int | None:
